@@ -1,0 +1,1 @@
+"""Side-by-side performance benchmarks; each prints figures and ratios from one run."""

@@ -1,0 +1,172 @@
+"""Runs a private Mosquitto broker on a free loopback port, for the embedded stack and tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+_SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+
+
+class BrokerUnavailable(RuntimeError):
+    """Mosquitto is not installed or did not start."""
+
+
+def find_mosquitto() -> str:
+    """Path of the mosquitto binary, or BrokerUnavailable saying how to install it."""
+    found = shutil.which("mosquitto") or next((p for p in _SEARCH if os.access(p, os.X_OK)), None)
+    if found is None:
+        raise BrokerUnavailable(
+            "mosquitto is not installed: install the Debian package 'mosquitto' "
+            "(apt-get install mosquitto mosquitto-clients)"
+        )
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class MosquittoBroker:
+    """A Mosquitto process with its own config in a temporary directory.
+
+    Anonymous by default; pass ``extra_config`` lines (password_file, acl_file, TLS
+    listeners) for the secured stack. ``max_queued_messages`` is raised from Mosquitto's
+    default of 1000 so a slow QoS 1 subscriber does not silently lose messages.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    allow_anonymous: bool = True
+    extra_config: list[str] = field(default_factory=list)
+    persistence: bool = False
+    max_queued_messages: int = 100_000
+    workdir: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def config_path(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "mosquitto.log"
+
+    def _write_config(self) -> None:
+        assert self.workdir is not None
+        lines = [
+            "per_listener_settings false",
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
+            f"max_queued_messages {self.max_queued_messages}",
+            "max_inflight_messages 100",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "connection_messages true",
+        ]
+        if self.persistence:
+            lines += ["persistence true", f"persistence_location {self.workdir}/"]
+        lines += self.extra_config
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 10.0) -> MosquittoBroker:
+        binary = find_mosquitto()
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mosquitto-")
+            self.workdir = Path(self._tmp.name)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.port == 0:
+            self.port = free_port(self.host)
+        self._write_config()
+        log_file = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(self.config_path)],
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
+        log_file.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise BrokerUnavailable(
+                    f"mosquitto exited with code {self._proc.returncode}: {self.tail_log()}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    log.info("mosquitto listening on %s:%s", self.host, self.port)
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerUnavailable(
+            f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s"
+        )
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Terminate the broker (kill it if it does not stop within 5 s)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        self._proc = None
+
+    def kill(self) -> None:
+        """Kill -9, as a power cut or a crash would."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)
+        self._proc = None
+
+    def restart(self, timeout: float = 10.0) -> MosquittoBroker:
+        """Start again on the same port and config (after ``stop`` or ``kill``)."""
+        self.stop()
+        return self.start(timeout)
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,78 @@
+"""The wire contract shared by devices and the cloud: topics, messages, manifests, signing."""
+
+from edge_agent.protocol.codec import (
+    MAX_PAYLOAD_BYTES,
+    canonical_json,
+    decode_manifest,
+    decode_message,
+    encode,
+    safe_decode,
+)
+from edge_agent.protocol.errors import ProtocolError, SignatureError
+from edge_agent.protocol.manifest import ReleaseManifest, Rollout, TensorSpec, rollout_bucket
+from edge_agent.protocol.messages import (
+    MESSAGE_TYPES,
+    SCHEMA_VERSION,
+    Command,
+    CommandAck,
+    DeviceKind,
+    DriftAlert,
+    DriftWindow,
+    FeatureDrift,
+    Message,
+    MessageBase,
+    PredictionMessage,
+    StatusMessage,
+    TelemetryMessage,
+    UpdateEvent,
+    UpdateState,
+    utc_now,
+)
+from edge_agent.protocol.signing import (
+    SigningKey,
+    key_id,
+    load_public_key,
+    public_key_pem,
+    verify_manifest,
+)
+from edge_agent.protocol.topics import Channel, TopicAddress, TopicTree, check_ident
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "MESSAGE_TYPES",
+    "SCHEMA_VERSION",
+    "Channel",
+    "Command",
+    "CommandAck",
+    "DeviceKind",
+    "DriftAlert",
+    "DriftWindow",
+    "FeatureDrift",
+    "Message",
+    "MessageBase",
+    "PredictionMessage",
+    "ProtocolError",
+    "ReleaseManifest",
+    "Rollout",
+    "SignatureError",
+    "SigningKey",
+    "StatusMessage",
+    "TelemetryMessage",
+    "TensorSpec",
+    "TopicAddress",
+    "TopicTree",
+    "UpdateEvent",
+    "UpdateState",
+    "canonical_json",
+    "check_ident",
+    "decode_manifest",
+    "decode_message",
+    "encode",
+    "key_id",
+    "load_public_key",
+    "public_key_pem",
+    "rollout_bucket",
+    "safe_decode",
+    "utc_now",
+    "verify_manifest",
+]

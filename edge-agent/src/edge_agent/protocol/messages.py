@@ -1,0 +1,216 @@
+"""Pydantic models for every message on the wire, one discriminated union over ``type``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from edge_agent.protocol.topics import IDENT_PATTERN
+
+SCHEMA_VERSION: Literal[1] = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+
+
+def _to_utc(value: datetime) -> datetime:
+    # One canonical form on the wire, so signatures and de-duplication agree.
+    return value.astimezone(UTC)
+
+
+Ident = Annotated[str, StringConstraints(pattern=IDENT_PATTERN)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc), Field(description="UTC timestamp")]
+ShortText = Annotated[str, StringConstraints(max_length=1024)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Version = Annotated[int, Field(ge=0, description="Registry version of the model")]
+
+
+class WireModel(BaseModel):
+    """Strict base for everything that crosses the network: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class MessageBase(WireModel):
+    """Fields every device or cloud message carries."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, title="Schema version")
+    device_id: Ident = Field(title="Device id", description="Sender (device) or target (cmd).")
+    ts: UtcDatetime = Field(title="Timestamp", description="When the message was created, UTC.")
+    seq: int = Field(
+        ge=0,
+        title="Sequence number",
+        description="Per-device monotonic counter, for ordering and de-duplication after replay.",
+    )
+
+
+class DeviceKind(StrEnum):
+    CAMERA = "camera"
+    WEATHER = "weather"
+
+
+class StatusMessage(MessageBase):
+    """Retained device status; the broker publishes the ``offline`` one as the Last Will."""
+
+    type: Literal["status"] = "status"
+    state: Literal["starting", "online", "degraded", "stopping", "offline"]
+    site: Ident
+    kind: DeviceKind | None = None
+    agent_version: Name | None = None
+    model_name: Ident | None = None
+    model_version: Version | None = None
+    detail: ShortText | None = None
+
+
+class TelemetryMessage(MessageBase):
+    """Health of the device and of the agent, sent every few seconds."""
+
+    type: Literal["telemetry"] = "telemetry"
+    uptime_s: NonNegFloat
+    cpu_percent: Percent
+    mem_percent: Percent
+    disk_percent: Percent
+    temperature_c: float | None = None
+    rss_bytes: int = Field(ge=0)
+    open_fds: int | None = Field(default=None, ge=0)
+    inference_p50_ms: NonNegFloat | None = None
+    inference_p95_ms: NonNegFloat | None = None
+    fps: NonNegFloat = 0.0
+    outbox_depth: int = Field(default=0, ge=0)
+    dropped: dict[Name, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Counters of rejected inputs and dropped messages."
+    )
+    model_name: Ident | None = None
+    model_version: Version | None = None
+
+
+class PredictionMessage(MessageBase):
+    """One model output for one input (a frame or a row of hourly features)."""
+
+    type: Literal["prediction"] = "prediction"
+    model_name: Ident
+    model_version: Version
+    label: Label
+    confidence: float = Field(ge=0, le=1)
+    scores: dict[Label, float] = Field(default_factory=dict)
+    latency_ms: NonNegFloat
+    input_ts: UtcDatetime | None = Field(
+        default=None, description="Capture time of the frame or reading the prediction is for."
+    )
+    input_id: Name | None = None
+    horizon_s: int | None = Field(
+        default=None, ge=0, description="How far ahead the forecast looks (weather)."
+    )
+
+
+class DriftWindow(WireModel):
+    start: UtcDatetime
+    end: UtcDatetime
+    n: int = Field(ge=0, description="Samples in the window.")
+
+
+class FeatureDrift(WireModel):
+    name: Name
+    metric: Literal["psi", "js", "wasserstein", "ratio", "accuracy", "f1", "adwin", "page_hinkley"]
+    score: float
+    threshold: float
+    baseline: float | None = None
+    current: float | None = None
+
+
+class DriftAlert(MessageBase):
+    """A detector crossed (``raised``) or fell back below (``cleared``) its threshold."""
+
+    type: Literal["drift"] = "drift"
+    model_name: Ident
+    model_version: Version
+    state: Literal["raised", "cleared"]
+    detector: Name
+    severity: Literal["info", "warning", "critical"] = "warning"
+    window: DriftWindow
+    features: list[FeatureDrift] = Field(min_length=1, max_length=256)
+    summary: ShortText = ""
+
+
+class UpdateState(StrEnum):
+    """States of the device update state machine (see docs/architecture.md)."""
+
+    IDLE = "idle"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    SMOKE = "smoke"
+    ACTIVATING = "activating"
+    PROBATION = "probation"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    REFUSED = "refused"
+
+
+class UpdateEvent(MessageBase):
+    """One transition of the update state machine on a device."""
+
+    type: Literal["event"] = "event"
+    model_name: Ident
+    release_id: Name | None = None
+    from_version: Version | None = None
+    to_version: Version
+    state: UpdateState
+    reason: ShortText | None = None
+    duration_ms: NonNegFloat | None = None
+
+
+CommandAction = Literal[
+    "ping", "rollback", "pin", "unpin", "update_check", "capture", "set_log_level", "reload_config"
+]
+ArgValue = str | int | float | bool
+
+
+class Command(MessageBase):
+    """A request from the cloud identity to one device (``device_id`` is the target)."""
+
+    type: Literal["cmd"] = "cmd"
+    cmd_id: Name
+    action: CommandAction
+    args: dict[Name, ArgValue] = Field(default_factory=dict, max_length=32)
+    issued_by: Name
+    expires_at: UtcDatetime | None = None
+
+
+class CommandAck(MessageBase):
+    """The device's answer to a command, correlated by ``cmd_id``."""
+
+    type: Literal["cmd_ack"] = "cmd_ack"
+    cmd_id: Name
+    result: Literal["accepted", "done", "rejected", "expired", "failed"]
+    detail: ShortText | None = None
+
+
+Message = Annotated[
+    StatusMessage
+    | TelemetryMessage
+    | PredictionMessage
+    | DriftAlert
+    | UpdateEvent
+    | Command
+    | CommandAck,
+    Field(discriminator="type"),
+]
+
+MESSAGE_TYPES: dict[str, type[MessageBase]] = {
+    "status": StatusMessage,
+    "telemetry": TelemetryMessage,
+    "prediction": PredictionMessage,
+    "drift": DriftAlert,
+    "event": UpdateEvent,
+    "cmd": Command,
+    "cmd_ack": CommandAck,
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the pinned virtual environments and system packages the project needs.
+# Sourced by the README's commands; safe to run on a fresh machine. Environment:
+#   EDGE_MLOPS_CACHE  where venvs are cached, keyed by the lock files (default ~/.cache/edge-mlops)
+#   PYTHON            interpreter to build venvs from (default python3.11, else python3)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${EDGE_MLOPS_CACHE:-$HOME/.cache/edge-mlops}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)' \
+  || die "Python 3.11 or newer is needed (found $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11"
+
+apt_install() {
+  # Installs Debian packages when running as root; otherwise says what is missing.
+  local missing=("$@")
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing system packages: ${missing[*]} (install them with: sudo apt-get install ${missing[*]})"
+  fi
+  say "installing system packages: ${missing[*]}"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1; then
+    apt-get update -q >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null \
+      || die "apt-get install ${missing[*]} failed"
+  fi
+}
+
+ensure_mosquitto() {
+  local need=()
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+  if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
+  export PATH="$PATH:/usr/sbin"
+}
+
+lock_hash() {
+  cat "$@" | { sha256sum 2>/dev/null || shasum -a 256; } | cut -c1-16
+}
+
+# make_venv NAME LOCKFILE... -> prints the venv path; built once per lock content.
+make_venv() {
+  local name="$1"; shift
+  local key; key="$(lock_hash "$@" <(echo "$("$PYTHON" -VV)"))"
+  local venv="$CACHE/$name-$key"
+  if [ ! -f "$venv/.complete" ]; then
+    say "building $name environment (once per lock change) in $venv"
+    rm -rf "$venv.partial"
+    mkdir -p "$CACHE"
+    "$PYTHON" -m venv "$venv.partial"
+    "$venv.partial/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" >&2
+    local args=()
+    for lock in "$@"; do args+=(-r "$lock"); done
+    "$venv.partial/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" 2>&1 \
+      | grep -v 'is ignored: it is neither a file nor a directory' >&2
+    rm -rf "$venv"
+    mv "$venv.partial" "$venv"
+    # venv scripts carry absolute paths: rewrite them for the final location.
+    grep -rlI --exclude-dir=lib "$venv.partial" "$venv/bin" | xargs -r sed -i "s#$venv.partial#$venv#g"
+    touch "$venv/.complete"
+  fi
+  echo "$venv"
+}
+
+# The development environment: cloud + edge + test tools, with this checkout installed editable.
+dev_venv() {
+  local venv
+  venv="$(make_venv dev "$ROOT/cloud-trainer/requirements.lock" "$ROOT/requirements-dev.lock")"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+    -e "$ROOT/edge-agent" -e "$ROOT/cloud-trainer" >&2
+  ln -sfn "$venv" "$ROOT/.venv"
+  echo "$venv"
+}
+
+# The device environment: edge-agent alone, installed as a wheel the way a device gets it.
+edge_venv() {
+  local venv
+  venv="$(make_venv edge "$ROOT/edge-agent/requirements.lock")"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
+    "$ROOT/edge-agent" >&2
+  ln -sfn "$venv" "$ROOT/.venv-edge"
+  echo "$venv"
+}
