@@ -1,0 +1,1 @@
+"""Drift monitoring: baselines from training, windows and detectors on the device."""

@@ -1,0 +1,1 @@
+"""Feature computation shared by training (cloud) and serving (device): one definition, no skew."""

@@ -1,0 +1,175 @@
+"""The model spec every released ONNX file carries in its metadata: how to feed it, how to
+read its outputs, and the training-time baselines the device compares live data with.
+
+The cloud writes it at export; the device reads it through onnxruntime
+(``custom_metadata_map``), so the ONNX file alone is the whole bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from edge_agent.protocol.errors import ProtocolError
+from edge_agent.protocol.manifest import TensorSpec
+from edge_agent.protocol.messages import Ident, Label, Name, UtcDatetime, WireModel
+
+SPEC_METADATA_KEY = "edge_mlops.spec"
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+
+
+class HistogramBaseline(WireModel):
+    """Distribution of one quantity at training time: bin edges and the share in each bin.
+
+    ``edges`` has one more entry than ``probs``; values below the first edge count in the
+    first bin and above the last edge in the last bin.
+    """
+
+    edges: list[float] = Field(min_length=2)
+    probs: list[float] = Field(min_length=1)
+    mean: float
+    std: float = Field(ge=0)
+    n: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> HistogramBaseline:
+        if len(self.edges) != len(self.probs) + 1:
+            raise ValueError("edges must have exactly one more entry than probs")
+        if any(b < a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("edges must be non-decreasing")
+        if abs(sum(self.probs) - 1.0) > 1e-6 or min(self.probs) < 0:
+            raise ValueError("probs must be non-negative and sum to 1")
+        return self
+
+
+class FeatureBaseline(HistogramBaseline):
+    name: Name
+
+
+class EmbeddingBaseline(WireModel):
+    """Per-dimension mean and std of an embedding output on validation data."""
+
+    output: Name
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+    n: int = Field(ge=1)
+    # Distance of validation embeddings from ``mean`` (standardised), for a drift threshold.
+    distance: HistogramBaseline | None = None
+
+
+class DriftBaseline(WireModel):
+    """Training/validation statistics the device's drift monitor compares with."""
+
+    features: list[FeatureBaseline] = Field(
+        default_factory=list,
+        description="Input features (tabular) or image statistics (camera).",
+    )
+    class_ratio: dict[Label, float] = Field(
+        default_factory=dict, description="Share of each predicted label on validation."
+    )
+    confidence: HistogramBaseline | None = None
+    embedding: EmbeddingBaseline | None = None
+
+    def feature(self, name: str) -> FeatureBaseline:
+        for item in self.features:
+            if item.name == name:
+                return item
+        raise KeyError(name)
+
+
+class ImagePreprocessing(WireModel):
+    """How a camera frame becomes the model's input tensor (see ``features.image``)."""
+
+    kind: Literal["image"] = "image"
+    height: int = Field(ge=8, le=4096)
+    width: int = Field(ge=8, le=4096)
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+    scale: float = Field(default=1 / 255, gt=0, description="Multiplier applied to 0-255 pixels.")
+    mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0], min_length=3, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0], min_length=3, max_length=3)
+    normalised_in_graph: bool = Field(
+        default=False,
+        description="True when the graph itself applies scale/mean/std to raw 0-255 pixels.",
+    )
+    interpolation: Literal["bilinear", "area"] = "bilinear"
+
+
+class TabularPreprocessing(WireModel):
+    """How a row of named features becomes the model's input tensor."""
+
+    kind: Literal["tabular"] = "tabular"
+    feature_set: Name = Field(
+        description="Which feature builder computes the row (e.g. 'weather-hourly-v1')."
+    )
+    features: list[Name] = Field(min_length=1, description="Column order of the input tensor.")
+    normalised_in_graph: bool = True
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _normalisation(self) -> TabularPreprocessing:
+        if not self.normalised_in_graph:
+            n = len(self.features)
+            if self.mean is None or self.std is None or len(self.mean) != n or len(self.std) != n:
+                raise ValueError("mean and std (one per feature) are needed outside the graph")
+        return self
+
+
+Preprocessing = Annotated[ImagePreprocessing | TabularPreprocessing, Field(discriminator="kind")]
+
+
+class ModelSpec(WireModel):
+    """Everything the device needs to know about a model, shipped inside its ONNX file."""
+
+    spec_version: Literal[1] = 1
+    name: Ident
+    task: Literal["image_classification", "tabular_classification"]
+    labels: list[Label] = Field(min_length=2)
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    probabilities_output: Name = Field(description="Output holding per-label probabilities.")
+    embedding_output: Name | None = None
+    positive_label: Label | None = None
+    decision_threshold: float | None = Field(default=None, ge=0, le=1)
+    preprocessing: Preprocessing
+    drift: DriftBaseline = Field(default_factory=DriftBaseline)
+    data_version: Name | None = Field(default=None, description="Hash of the training data.")
+    horizon_s: int | None = Field(default=None, ge=0)
+    latency_budget_ms: float = Field(default=200.0, gt=0)
+    created: UtcDatetime | None = None
+    git_commit: Name | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        names = {o.name for o in self.outputs}
+        if self.probabilities_output not in names:
+            raise ValueError(f"probabilities_output {self.probabilities_output!r} not in outputs")
+        if self.embedding_output is not None and self.embedding_output not in names:
+            raise ValueError(f"embedding_output {self.embedding_output!r} not in outputs")
+        if self.positive_label is not None and self.positive_label not in self.labels:
+            raise ValueError(f"positive_label {self.positive_label!r} not in labels")
+        return self
+
+    def to_metadata(self) -> dict[str, str]:
+        return {SPEC_METADATA_KEY: self.model_dump_json(exclude_none=True)}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> ModelSpec:
+        """Read the spec from ONNX metadata, or raise ProtocolError naming the problem."""
+        raw = metadata.get(SPEC_METADATA_KEY)
+        if raw is None:
+            raise ProtocolError(f"model has no {SPEC_METADATA_KEY!r} metadata")
+        if len(raw) > MAX_SPEC_BYTES:
+            raise ProtocolError(f"model spec of {len(raw)} bytes exceeds {MAX_SPEC_BYTES}")
+        try:
+            return cls.model_validate(json.loads(raw))
+        except json.JSONDecodeError as e:
+            raise ProtocolError(f"model spec is not valid JSON: {e.msg}") from e
+        except ValidationError as e:
+            from edge_agent.protocol.codec import describe_validation_error
+
+            raise ProtocolError(describe_validation_error("model spec", e)) from e
