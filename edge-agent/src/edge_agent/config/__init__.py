@@ -1,0 +1,1 @@
+"""Device configuration: pydantic models for a device YAML and their validation."""
