@@ -1,0 +1,1 @@
+"""Model delivery on the device: plan, download, verify, smoke, swap, probation, rollback."""
