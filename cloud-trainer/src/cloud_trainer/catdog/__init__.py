@@ -1,0 +1,1 @@
+"""Camera cat/dog model: ingestion, transfer learning, small CNN, export and registry."""

@@ -1,0 +1,1 @@
+"""Pretrained image backbones read from offline weight files."""
