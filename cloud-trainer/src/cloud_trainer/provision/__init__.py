@@ -1,0 +1,1 @@
+"""Per-device identities for the broker: passwords, certificates, ACL, device bundles."""
