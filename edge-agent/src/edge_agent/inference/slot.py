@@ -1,0 +1,60 @@
+"""The serving slot: one engine at a time, swapped atomically while predictions run."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+from edge_agent.inference.engine import InferenceEngine, Prediction
+from edge_agent.sources.sample import Sample
+
+log = logging.getLogger(__name__)
+
+
+class ModelSlot:
+    """Holds the serving engine; ``swap`` never fails or drops a call in flight.
+
+    A call takes the engine current when it starts and finishes on it, so after a swap the
+    old session keeps serving the calls it already had. ``drain`` tells the updater when the
+    old engine is idle, so it can be released (or kept for a rollback).
+    """
+
+    def __init__(self, engine: InferenceEngine) -> None:
+        self._engine = engine
+        self._lock = threading.Condition()
+        self._in_flight: Counter[int] = Counter()
+
+    @property
+    def current(self) -> InferenceEngine:
+        return self._engine
+
+    def predict(self, sample: Sample) -> tuple[Prediction, InferenceEngine]:
+        """Predict on the engine current at the start of the call; return which one served."""
+        with self._lock:
+            engine = self._engine
+            self._in_flight[id(engine)] += 1
+        try:
+            return engine.predict(sample), engine
+        finally:
+            with self._lock:
+                self._in_flight[id(engine)] -= 1
+                if self._in_flight[id(engine)] <= 0:
+                    del self._in_flight[id(engine)]
+                    self._lock.notify_all()
+
+    def swap(self, new: InferenceEngine) -> InferenceEngine:
+        """Make ``new`` serve every call from now on; return the engine it replaced."""
+        with self._lock:
+            old, self._engine = self._engine, new
+        log.info("model slot: %r replaced by %r", old, new)
+        return old
+
+    def in_flight(self, engine: InferenceEngine) -> int:
+        with self._lock:
+            return self._in_flight[id(engine)]
+
+    def drain(self, engine: InferenceEngine, timeout: float) -> bool:
+        """Wait until no call runs on ``engine``; False when calls are still running."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._in_flight[id(engine)] <= 0, timeout)

@@ -1,0 +1,249 @@
+"""Weather-station readings: parsing, validation with counted rejections, hourly aggregation."""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from edge_agent.features.weather import (
+    READING_FIELDS,
+    VALID_RANGES,
+    HourlyReading,
+    ReadingOrderError,
+    WeatherFeatureBuilder,
+)
+from edge_agent.sources.sample import Sample
+
+HOUR = timedelta(hours=1)
+
+
+class ReadingRejected(ValueError):
+    """A reading that must not reach the model; ``reason`` is the counter it goes to."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class StationReading:
+    """One raw observation, at any time within an hour; values in ``READING_FIELDS`` order."""
+
+    ts: datetime
+    values: tuple[float, ...]
+    condition: str | None = None
+
+
+def parse_timestamp(raw: object) -> datetime:
+    """ISO 8601 with a zone (``Z`` or an offset), or Unix seconds; always returned in UTC."""
+    if isinstance(raw, bool):
+        raise ReadingRejected("malformed", f"timestamp {raw!r} is not a time")
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw):
+            raise ReadingRejected("malformed", f"timestamp {raw!r} is not finite")
+        return datetime.fromtimestamp(float(raw), UTC)
+    if not isinstance(raw, str):
+        raise ReadingRejected("malformed", f"timestamp {raw!r} is not text or a number")
+    text = raw.strip()
+    try:
+        ts = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError as e:
+        raise ReadingRejected("malformed", f"timestamp {text!r} is not ISO 8601") from e
+    if ts.tzinfo is None:
+        raise ReadingRejected("malformed", f"timestamp {text!r} has no time zone")
+    return ts.astimezone(UTC)
+
+
+def parse_value(name: str, raw: object) -> float:
+    """A number, or NaN for an empty/null value (NaN is rejected later, and counted)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return math.nan
+    if isinstance(raw, bool):
+        raise ReadingRejected("malformed", f"{name}={raw!r} is not a number")
+    try:
+        return float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as e:
+        raise ReadingRejected("malformed", f"{name}={raw!r} is not a number") from e
+
+
+def parse_condition(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ReadingRejected("malformed", f"condition={raw!r} is not text")
+    text = raw.strip().lower()
+    return text or None
+
+
+def reading_from_mapping(data: Mapping[str, object]) -> StationReading:
+    """From a JSON object with ``ts``, every ``READING_FIELDS`` key and optional ``condition``."""
+    missing = [k for k in ("ts", *READING_FIELDS) if k not in data]
+    if missing:
+        raise ReadingRejected("malformed", f"reading lacks {', '.join(missing)}")
+    values = tuple(parse_value(name, data[name]) for name in READING_FIELDS)
+    return StationReading(
+        parse_timestamp(data["ts"]), values, parse_condition(data.get("condition"))
+    )
+
+
+@dataclass
+class ReadingValidator:
+    """Rejects NaN, out-of-range, stale, future, out-of-order and duplicate readings.
+
+    ``max_age_s``/``max_future_s`` compare with the wall clock and are for live sources; a
+    replay leaves them None and only its own time order is checked.
+    """
+
+    counters: collections.Counter[str]
+    max_age_s: float | None = None
+    max_future_s: float | None = None
+    last_ts: datetime | None = None
+
+    def check(self, reading: StationReading, now: datetime | None = None) -> None:
+        nan = [n for n, v in zip(READING_FIELDS, reading.values, strict=True) if math.isnan(v)]
+        if nan:
+            raise ReadingRejected("rejected_nan", f"{reading.ts.isoformat()}: no value for {nan}")
+        for name, value in zip(READING_FIELDS, reading.values, strict=True):
+            low, high = VALID_RANGES[name]
+            if not low <= value <= high:
+                self.counters[f"out_of_range:{name}"] += 1
+                raise ReadingRejected(
+                    "out_of_range",
+                    f"{reading.ts.isoformat()}: {name}={value:g} outside [{low:g}, {high:g}]",
+                )
+        age = None if now is None else (now - reading.ts).total_seconds()
+        if age is not None and self.max_age_s is not None and age > self.max_age_s:
+            raise ReadingRejected(
+                "stale", f"{reading.ts.isoformat()} is older than {self.max_age_s:g}s"
+            )
+        if age is not None and self.max_future_s is not None and -age > self.max_future_s:
+            raise ReadingRejected("future", f"{reading.ts.isoformat()} is in the future")
+        if self.last_ts is not None:
+            if reading.ts == self.last_ts:
+                raise ReadingRejected("duplicate", f"{reading.ts.isoformat()} seen already")
+            if reading.ts < self.last_ts:
+                raise ReadingRejected(
+                    "out_of_order",
+                    f"{reading.ts.isoformat()} is before {self.last_ts.isoformat()}",
+                )
+        self.last_ts = reading.ts
+
+
+def _floor_hour(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class _Bucket:
+    hour: datetime
+    sums: list[float]
+    sin: float = 0.0
+    cos: float = 0.0
+    n: int = 0
+    conditions: list[str] = field(default_factory=list)
+
+
+class StationPipeline:
+    """Readings in, model samples out: validate → hourly aggregate → feature row.
+
+    An hour closes when a reading of a later hour arrives, or (live sources) when the clock
+    passes its end by ``close_after_s``. Wind bearing is averaged on the circle; the
+    condition of the hour is the most frequent one reported.
+    """
+
+    def __init__(
+        self,
+        counters: collections.Counter[str],
+        *,
+        max_age_s: float | None = None,
+        max_future_s: float | None = None,
+        builder: WeatherFeatureBuilder | None = None,
+    ) -> None:
+        self.counters = counters
+        self.validator = ReadingValidator(counters, max_age_s, max_future_s)
+        self.builder = builder or WeatherFeatureBuilder()
+        self._bucket: _Bucket | None = None
+        self._bearing = READING_FIELDS.index("wind_bearing_deg")
+        self.last_rejection: str | None = None
+
+    def offer(self, reading: StationReading, now: datetime | None = None) -> list[Sample]:
+        """Validate and aggregate one reading; the samples of any hour it closed."""
+        try:
+            self.validator.check(reading, now)
+        except ReadingRejected as e:
+            self.reject(e)
+            return []
+        self.counters["readings"] += 1
+        hour = _floor_hour(reading.ts)
+        out: list[Sample] = []
+        if self._bucket is not None and hour > self._bucket.hour:
+            out.extend(self.close_hour())
+        if self._bucket is None:
+            self._bucket = _Bucket(hour, [0.0] * len(READING_FIELDS))
+        bucket = self._bucket
+        for i, value in enumerate(reading.values):
+            bucket.sums[i] += value
+        angle = math.radians(reading.values[self._bearing])
+        bucket.sin += math.sin(angle)
+        bucket.cos += math.cos(angle)
+        bucket.n += 1
+        if reading.condition is not None:
+            bucket.conditions.append(reading.condition)
+        return out
+
+    def reject(self, error: ReadingRejected) -> None:
+        self.counters[error.reason] += 1
+        self.last_rejection = str(error)
+
+    def close_due(self, now: datetime, close_after_s: float) -> list[Sample]:
+        """Close the open hour once the clock is ``close_after_s`` past its end."""
+        if self._bucket is None:
+            return []
+        if (now - (self._bucket.hour + HOUR)).total_seconds() < close_after_s:
+            return []
+        return self.close_hour()
+
+    def close_hour(self) -> list[Sample]:
+        bucket, self._bucket = self._bucket, None
+        if bucket is None or bucket.n == 0:
+            return []
+        means = [s / bucket.n for s in bucket.sums]
+        means[self._bearing] = math.degrees(math.atan2(bucket.sin, bucket.cos)) % 360.0
+        condition = (
+            collections.Counter(bucket.conditions).most_common(1)[0][0]
+            if bucket.conditions
+            else None
+        )
+        m = dict(zip(READING_FIELDS, means, strict=True))
+        hourly = HourlyReading(
+            ts=bucket.hour,
+            temperature_c=m["temperature_c"],
+            apparent_temperature_c=m["apparent_temperature_c"],
+            humidity=m["humidity"],
+            wind_speed_kmph=m["wind_speed_kmph"],
+            wind_bearing_deg=m["wind_bearing_deg"],
+            visibility_km=m["visibility_km"],
+            pressure_mb=m["pressure_mb"],
+            condition=condition,
+        )
+        try:
+            features = self.builder.push(hourly)
+        except ReadingOrderError as e:
+            self.reject(ReadingRejected("out_of_order", str(e)))
+            return []
+        self.counters["hours"] += 1
+        if features is None:
+            self.counters["warming_up"] += 1
+            return []
+        self.counters["samples"] += 1
+        return [
+            Sample(
+                ts=bucket.hour,
+                input_id=bucket.hour.strftime("%Y-%m-%dT%H:%MZ"),
+                features=features,
+                observed_label=condition,
+            )
+        ]
