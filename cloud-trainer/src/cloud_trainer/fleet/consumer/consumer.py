@@ -1,0 +1,182 @@
+"""The MQTT consumer: device messages from a shared subscription, checked, then queued."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cloud_trainer.fleet.consumer.shared_link import SharedSubscriptionLink, shared_filter
+from cloud_trainer.fleet.consumer.writer import BatchWriter, ReleaseSeen, WriterSettings
+from cloud_trainer.fleet.metrics import FleetMetrics
+from cloud_trainer.fleet.store import Envelope, FleetStore, StoredAlert
+from edge_agent.comms.mqtt import BrokerEndpoint
+from edge_agent.protocol import (
+    Channel,
+    ProtocolError,
+    StatusMessage,
+    TopicTree,
+    decode_manifest,
+    key_id,
+    safe_decode,
+    verify_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+# The message type each device channel must carry; ``cmd`` is cloud → device, not consumed.
+CHANNEL_TYPES: dict[Channel, str] = {
+    Channel.STATUS: "status",
+    Channel.TELEMETRY: "telemetry",
+    Channel.PREDICTIONS: "prediction",
+    Channel.DRIFT: "drift",
+    Channel.EVENTS: "event",
+    Channel.CMD_ACK: "cmd_ack",
+}
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    root: str = "mlops"
+    group: str = "fleet"
+    client_id: str | None = None
+    queue_max: int = 20_000
+    put_timeout_s: float = 5.0
+    release_keys: tuple[Ed25519PublicKey, ...] = ()
+
+
+class FleetConsumer:
+    """Subscribes every device channel as ``$share/{group}/{root}/+/+/{channel}``.
+
+    Instances in one group split the messages between them (the broker gives each message
+    to one member). Handlers run on paho's thread, so they only check and enqueue; a
+    writer thread stores batches. Nothing raises out of a handler: a bad payload is
+    counted under its reason and logged.
+    """
+
+    def __init__(
+        self,
+        endpoint: BrokerEndpoint,
+        store: FleetStore,
+        metrics: FleetMetrics,
+        settings: ConsumerSettings | None = None,
+        writer: WriterSettings | None = None,
+        on_alerts: Callable[[list[StoredAlert]], None] | None = None,
+    ) -> None:
+        self.settings = settings or ConsumerSettings()
+        self.tree = TopicTree(self.settings.root)
+        self.metrics = metrics
+        self.link = SharedSubscriptionLink(
+            endpoint, client_id=self.settings.client_id or None, max_inflight=100
+        )
+        self._queue: queue.Queue[Envelope | ReleaseSeen] = queue.Queue(self.settings.queue_max)
+        self.writer = BatchWriter(
+            store, self._queue, metrics, writer or WriterSettings(), on_alerts
+        )
+        metrics.gauge("fleet_ingest_queue_depth", lambda: float(self._queue.qsize()))
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected.is_set()
+
+    def start(self, timeout: float | None = 10.0) -> None:
+        group = self.settings.group
+        for channel in CHANNEL_TYPES:
+            self.link.subscribe(
+                shared_filter(group, self.tree.fleet_filter(channel)), self._on_device_message
+            )
+        # Releases are retained and few: every instance reads them all (upserts are idempotent).
+        self.link.subscribe(self.tree.all_releases(), self._on_release)
+        self.writer.start()
+        self.link.start(timeout=timeout)
+        if timeout is not None:
+            self._wait_subscribed(timeout)
+        log.info("fleet consumer on %s as member of group %r", self.tree.root, group)
+
+    def _wait_subscribed(self, timeout: float) -> None:
+        # The broker answers subscriptions in order: once a probe published after them comes
+        # back, every filter above is active and nothing sent from now on is missed.
+        arrived = threading.Event()
+        probe = f"_fleet_probe/{self.link.client_id}"
+        self.link.subscribe(probe, lambda _t, _p: arrived.set())
+        self.link.publish(probe, b"1", qos=1)
+        if not arrived.wait(timeout):
+            log.warning("subscriptions not confirmed within %.0fs", timeout)
+        self.link.unsubscribe(probe)
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop receiving, then write what is queued before returning."""
+        self.link.stop()
+        self.writer.stop(drain_timeout)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything received so far is written (tests, shutdown)."""
+        return self.writer.flush(timeout)
+
+    # -- handlers (paho network thread) -------------------------------------------------
+
+    def _reject(self, reason: str, topic: str, detail: str) -> None:
+        self.metrics.inc("fleet_messages_rejected_total", reason=reason)
+        log.warning("rejected message on %s (%s): %s", topic, reason, detail)
+
+    def _on_device_message(self, topic: str, payload: bytes) -> None:
+        try:
+            address = self.tree.parse(topic)
+        except ProtocolError as e:
+            self._reject("bad_topic", topic, str(e))
+            return
+        channel = address.channel
+        if channel is None or channel not in CHANNEL_TYPES:
+            self._reject("bad_topic", topic, "not a device channel the fleet consumes")
+            return
+        self.metrics.inc("fleet_messages_received_total", channel=channel.value)
+        decoded = safe_decode(payload)
+        if isinstance(decoded, ProtocolError):
+            self._reject("malformed", topic, str(decoded))
+            return
+        kind = CHANNEL_TYPES[channel]
+        if decoded.type != kind:
+            self._reject("wrong_channel", topic, f"a {decoded.type} message on the {kind} channel")
+            return
+        if decoded.device_id != address.device:
+            self._reject(
+                "device_mismatch",
+                topic,
+                f"payload device_id {decoded.device_id!r} sent on the topic of {address.device!r}",
+            )
+            return
+        if isinstance(decoded, StatusMessage) and decoded.site != address.site:
+            self._reject(
+                "site_mismatch",
+                topic,
+                f"status names site {decoded.site!r}, topic {address.site!r}",
+            )
+            return
+        assert address.site is not None
+        self._enqueue(Envelope(address.site, decoded, time.time()), topic)
+
+    def _on_release(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            return  # a cleared retained release
+        try:
+            manifest = decode_manifest(payload)
+            if self.settings.release_keys:
+                verify_manifest(manifest, {key_id(k): k for k in self.settings.release_keys})
+        except ProtocolError as e:
+            self._reject("bad_release", topic, str(e))
+            return
+        self.metrics.inc("fleet_releases_seen_total")
+        self._enqueue(ReleaseSeen(manifest, time.time()), topic)
+
+    def _enqueue(self, item: Envelope | ReleaseSeen, topic: str) -> None:
+        # Blocking here holds back paho's reads, so the broker queues for us (backpressure);
+        # only a writer stuck for longer than put_timeout_s makes us drop, counted.
+        try:
+            self._queue.put(item, timeout=self.settings.put_timeout_s)
+        except queue.Full:
+            self._reject("overload", topic, "ingest queue full")

@@ -1,0 +1,221 @@
+"""The fleet store: one object the consumer, the API and the policy engine share."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cloud_trainer.fleet.store import queries
+from cloud_trainer.fleet.store import schema as t
+from cloud_trainer.fleet.store.engine import open_engine, upsert, write_transaction
+from cloud_trainer.fleet.store.ingest import Envelope, IngestResult, ingest_batch
+from edge_agent.protocol import Command, ReleaseManifest
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class FleetStore:
+    """SQLite by default, PostgreSQL by URL; safe to share between threads and processes."""
+
+    def __init__(self, url: str, *, bucket_s: float = 60.0, offline_after_s: float = 120.0):
+        self.url = url
+        self.bucket_s = bucket_s
+        self.offline_after_s = offline_after_s
+        self.engine: Engine = open_engine(url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def backend(self) -> str:
+        return str(self.engine.dialect.name)
+
+    def read(self, query: Callable[[Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            return query(conn)
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer (readiness probe)."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1)).scalar_one()
+
+    # -- ingestion ----------------------------------------------------------------------
+
+    def ingest(self, batch: list[Envelope]) -> IngestResult:
+        with write_transaction(self.engine) as conn:
+            return ingest_batch(conn, batch, self.bucket_s)
+
+    def record_release(self, manifest: ReleaseManifest, seen_at: float) -> None:
+        """Remember a release manifest; a re-published one (next wave) updates its rollout."""
+        values = {
+            "release_id": manifest.release_id,
+            "model_name": manifest.model,
+            "version": manifest.version,
+            "channel": manifest.channel,
+            "created": manifest.created.timestamp(),
+            "wave": manifest.rollout.wave,
+            "rollout": manifest.rollout.model_dump(mode="json"),
+            "manifest": manifest.model_dump(mode="json", exclude={"signature"}),
+            "seen_at": seen_at,
+        }
+        with write_transaction(self.engine) as conn:
+            ins = upsert(conn, t.releases).values(values)
+            ex = ins.excluded
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[t.releases.c.release_id],
+                    set_={"wave": ex.wave, "rollout": ex.rollout, "manifest": ex.manifest},
+                )
+            )
+
+    # -- operator actions ---------------------------------------------------------------
+
+    def register_device(
+        self,
+        device_id: str,
+        site: str,
+        kind: str | None,
+        groups: list[str],
+        model_name: str | None,
+        now: float | None = None,
+    ) -> bool:
+        """Create or update a device's registration; True when it was not known before."""
+        now = time.time() if now is None else now
+        d = t.devices.c
+        with write_transaction(self.engine) as conn:
+            known = conn.execute(select(d.device_id).where(d.device_id == device_id)).first()
+            values: dict[str, Any] = {"site": site, "groups": sorted(set(groups))}
+            if kind is not None:
+                values["kind"] = kind
+            if model_name is not None:
+                values["model_name"] = model_name
+            if known is None:
+                conn.execute(
+                    t.devices.insert().values(device_id=device_id, registered_at=now, **values)
+                )
+                return True
+            conn.execute(update(t.devices).where(d.device_id == device_id).values(values))
+            return False
+
+    def acknowledge_alert(self, alert_id: int, who: str, now: float | None = None) -> bool:
+        """Acknowledge once; False if there is no such alert or it was acknowledged already."""
+        a = t.drift_alerts.c
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(
+                update(t.drift_alerts)
+                .where(a.id == alert_id, a.acknowledged_at.is_(None))
+                .values(acknowledged_at=time.time() if now is None else now, acknowledged_by=who)
+            )
+            return bool(result.rowcount)
+
+    def record_command(self, command: Command) -> None:
+        row = {
+            "cmd_id": command.cmd_id,
+            "device_id": command.device_id,
+            "action": command.action,
+            "args": dict(command.args),
+            "issued_by": command.issued_by,
+            "issued_at": command.ts.timestamp(),
+            "expires_at": None if command.expires_at is None else command.expires_at.timestamp(),
+            "status": "sent",
+        }
+        with write_transaction(self.engine) as conn:
+            conn.execute(t.commands.insert().values(row))
+
+    def record_sample(self, row: dict[str, Any]) -> tuple[int, bool]:
+        """Store a sample's provenance; returns (id, created) — the same bytes twice is one row."""
+        s = t.samples.c
+        with write_transaction(self.engine) as conn:
+            try:
+                with conn.begin_nested():
+                    new_id = conn.execute(
+                        t.samples.insert().values(row).returning(s.id)
+                    ).scalar_one()
+                return int(new_id), True
+            except IntegrityError:
+                existing = conn.execute(
+                    select(s.id).where(s.device_id == row["device_id"], s.sha256 == row["sha256"])
+                ).scalar_one()
+                return int(existing), False
+
+    # -- policy bookkeeping -------------------------------------------------------------
+
+    def open_episodes(self, model_name: str) -> list[dict[str, Any]]:
+        e = t.drift_episodes.c
+        query = select(t.drift_episodes).where(e.model_name == model_name)
+        return self.read(lambda c: [dict(r._mapping) for r in c.execute(query)])
+
+    def claim_policy_action(self, row: dict[str, Any], cooldown_s: float) -> int | None:
+        """Record a planned action unless its episode already had one (within the cooldown).
+
+        Done in one write transaction so two service instances never both act on the same
+        episode. Returns the action id, or None when the action was already taken.
+        """
+        p = t.policy_actions.c
+        with write_transaction(self.engine) as conn:
+            previous = conn.execute(
+                select(p.decided_at)
+                .where(p.episode_key == row["episode_key"], p.action == row["action"])
+                .order_by(p.decided_at.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if previous is not None and row["decided_at"] - previous < cooldown_s:
+                return None
+            insert = t.policy_actions.insert().values(row).returning(p.id)
+            return int(conn.execute(insert).scalar_one())
+
+    def finish_policy_action(self, action_id: int, status: str, detail: str | None) -> None:
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                update(t.policy_actions)
+                .where(t.policy_actions.c.id == action_id)
+                .values(status=status, detail=detail, finished_at=time.time())
+            )
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune(
+        self,
+        now: float,
+        telemetry_s: float,
+        predictions_s: float,
+        dedupe_s: float,
+    ) -> dict[str, int]:
+        """Drop time series older than their retention; returns rows deleted per table."""
+        removed: dict[str, int] = {}
+        with write_transaction(self.engine) as conn:
+            for table, column, keep in (
+                (t.telemetry, t.telemetry.c.ts, telemetry_s),
+                (t.prediction_buckets, t.prediction_buckets.c.bucket_start, predictions_s),
+                (t.received, t.received.c.received_at, dedupe_s),
+            ):
+                result = conn.execute(delete(table).where(column < now - keep))
+                removed[table.name] = int(result.rowcount)
+        if any(removed.values()):
+            log.info("retention pruned %s", removed)
+        return removed
+
+    # -- reads --------------------------------------------------------------------------
+
+    def devices(self, now: float | None = None, **filters: Any) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
+        return self.read(
+            lambda c: queries.list_devices(
+                c, now=now, offline_after_s=self.offline_after_s, **filters
+            )
+        )
+
+    def device(self, device_id: str, now: float | None = None) -> dict[str, Any] | None:
+        now = time.time() if now is None else now
+        found = self.read(lambda c: queries.get_device(c, device_id))
+        return None if found is None else queries.with_presence(found, now, self.offline_after_s)
+
+    def counts(self) -> dict[str, int]:
+        return self.read(queries.table_counts)

@@ -1,0 +1,317 @@
+"""Writing a batch of device messages into the store, once each, in one transaction."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select, update
+
+from cloud_trainer.fleet.store import schema as t
+from cloud_trainer.fleet.store.engine import upsert
+from edge_agent.protocol import (
+    CommandAck,
+    DriftAlert,
+    MessageBase,
+    PredictionMessage,
+    StatusMessage,
+    TelemetryMessage,
+    UpdateEvent,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded, validated device message with where and when it arrived."""
+
+    site: str
+    message: MessageBase
+    received_at: float
+
+    @property
+    def kind(self) -> str:
+        return str(getattr(self.message, "type", type(self.message).__name__))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """A drift alert that was new to the store, with its row id, for the policy engine."""
+
+    alert_id: int
+    site: str
+    alert: DriftAlert
+
+
+@dataclass
+class IngestResult:
+    stored: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    alerts: list[StoredAlert] = field(default_factory=list)
+
+
+def _ts(message: MessageBase) -> float:
+    return message.ts.timestamp()
+
+
+def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> IngestResult:
+    """Store every message not stored before; ``(device_id, type, seq)`` identifies a message.
+
+    The type is part of the key so that a device whose counter is per channel is never
+    mistaken for a replay; a store-and-forward replay repeats all three.
+    """
+    result = IngestResult()
+    fresh: list[Envelope] = []
+    seen_in_batch: set[tuple[str, str, int]] = set()
+    for env in batch:
+        key = (env.message.device_id, env.kind, env.message.seq)
+        if key in seen_in_batch:
+            result.duplicates += 1
+            continue
+        seen_in_batch.add(key)
+        ins = upsert(conn, t.received).values(
+            device_id=key[0], kind=key[1], seq=key[2], received_at=env.received_at
+        )
+        if conn.execute(ins.on_conflict_do_nothing()).rowcount == 1:
+            fresh.append(env)
+        else:
+            result.duplicates += 1
+    _touch_devices(conn, batch)
+    buckets: dict[tuple[str, str, int, float, str], list[float]] = {}
+    for env in fresh:
+        msg = env.message
+        result.stored[env.kind] += 1
+        if isinstance(msg, StatusMessage):
+            _apply_status(conn, msg)
+        elif isinstance(msg, TelemetryMessage):
+            _insert_telemetry(conn, msg)
+        elif isinstance(msg, PredictionMessage):
+            _add_to_bucket(buckets, msg, bucket_s)
+            _set_model(conn, msg.device_id, msg.seq, msg.model_name, msg.model_version)
+        elif isinstance(msg, DriftAlert):
+            alert_id = _insert_alert(conn, msg, env.received_at)
+            result.alerts.append(StoredAlert(alert_id, env.site, msg))
+        elif isinstance(msg, UpdateEvent):
+            _insert_event(conn, msg, env.received_at)
+        elif isinstance(msg, CommandAck):
+            _insert_ack(conn, msg, env.received_at)
+    _flush_buckets(conn, buckets)
+    return result
+
+
+def _touch_devices(conn: Connection, batch: list[Envelope]) -> None:
+    # Any message, replayed or not, proves the device is alive now.
+    latest: dict[str, tuple[str, float]] = {}
+    for env in batch:
+        prev = latest.get(env.message.device_id)
+        if prev is None or env.received_at > prev[1]:
+            latest[env.message.device_id] = (env.site, env.received_at)
+    for device_id, (site, now) in sorted(latest.items()):
+        ins = upsert(conn, t.devices).values(
+            device_id=device_id, site=site, groups=[], first_seen=now, last_seen=now
+        )
+        last_seen = case(
+            (t.devices.c.last_seen.is_(None), ins.excluded.last_seen),
+            (t.devices.c.last_seen < ins.excluded.last_seen, ins.excluded.last_seen),
+            else_=t.devices.c.last_seen,
+        )
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[t.devices.c.device_id],
+                set_={
+                    "last_seen": last_seen,
+                    "first_seen": func.coalesce(t.devices.c.first_seen, ins.excluded.first_seen),
+                },
+            )
+        )
+
+
+def _set_model(conn: Connection, device_id: str, seq: int, name: str, version: int) -> None:
+    """Only a newer message moves the device's model; an old replayed one does not."""
+    d = t.devices.c
+    conn.execute(
+        update(t.devices)
+        .where(d.device_id == device_id, d.model_seq < seq)
+        .values(model_name=name, model_version=version, model_seq=seq)
+    )
+
+
+def _apply_status(conn: Connection, msg: StatusMessage) -> None:
+    d = t.devices.c
+    values: dict[str, Any] = {
+        "state": msg.state,
+        "status_seq": msg.seq,
+        "status_detail": msg.detail,
+        "site": msg.site,
+    }
+    if msg.kind is not None:
+        values["kind"] = msg.kind.value
+    if msg.agent_version is not None:
+        values["agent_version"] = msg.agent_version
+    conn.execute(
+        update(t.devices).where(d.device_id == msg.device_id, d.status_seq < msg.seq).values(values)
+    )
+    if msg.model_name is not None and msg.model_version is not None:
+        _set_model(conn, msg.device_id, msg.seq, msg.model_name, msg.model_version)
+
+
+def _insert_telemetry(conn: Connection, msg: TelemetryMessage) -> None:
+    row = msg.model_dump(exclude={"schema_version", "type", "open_fds"})
+    row["ts"] = _ts(msg)
+    conn.execute(t.telemetry.insert().values(row))
+    if msg.model_name is not None and msg.model_version is not None:
+        _set_model(conn, msg.device_id, msg.seq, msg.model_name, msg.model_version)
+
+
+def _add_to_bucket(
+    buckets: dict[tuple[str, str, int, float, str], list[float]],
+    msg: PredictionMessage,
+    bucket_s: float,
+) -> None:
+    start = (_ts(msg) // bucket_s) * bucket_s
+    key = (msg.device_id, msg.model_name, msg.model_version, start, msg.label)
+    agg = buckets.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+    agg[0] += 1
+    agg[1] += msg.confidence
+    agg[2] += msg.latency_ms
+    agg[3] = max(agg[3], msg.latency_ms)
+
+
+def _flush_buckets(
+    conn: Connection, buckets: dict[tuple[str, str, int, float, str], list[float]]
+) -> None:
+    b = t.prediction_buckets.c
+    for (device_id, model, version, start, label), agg in sorted(buckets.items()):
+        ins = upsert(conn, t.prediction_buckets).values(
+            device_id=device_id,
+            model_name=model,
+            model_version=version,
+            bucket_start=start,
+            label=label,
+            count=int(agg[0]),
+            confidence_sum=agg[1],
+            latency_sum_ms=agg[2],
+            latency_max_ms=agg[3],
+        )
+        ex = ins.excluded
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[
+                    b.device_id,
+                    b.model_name,
+                    b.model_version,
+                    b.bucket_start,
+                    b.label,
+                ],
+                set_={
+                    "count": b.count + ex.count,
+                    "confidence_sum": b.confidence_sum + ex.confidence_sum,
+                    "latency_sum_ms": b.latency_sum_ms + ex.latency_sum_ms,
+                    "latency_max_ms": case(
+                        (b.latency_max_ms < ex.latency_max_ms, ex.latency_max_ms),
+                        else_=b.latency_max_ms,
+                    ),
+                },
+            )
+        )
+
+
+def _insert_alert(conn: Connection, msg: DriftAlert, received_at: float) -> int:
+    row = {
+        "device_id": msg.device_id,
+        "seq": msg.seq,
+        "ts": _ts(msg),
+        "received_at": received_at,
+        "model_name": msg.model_name,
+        "model_version": msg.model_version,
+        "state": msg.state,
+        "detector": msg.detector,
+        "severity": msg.severity,
+        "window_start": msg.window.start.timestamp(),
+        "window_end": msg.window.end.timestamp(),
+        "window_n": msg.window.n,
+        "features": [f.model_dump(mode="json") for f in msg.features],
+        "summary": msg.summary,
+    }
+    alert_id = int(
+        conn.execute(
+            t.drift_alerts.insert().values(row).returning(t.drift_alerts.c.id)
+        ).scalar_one()
+    )
+    e = t.drift_episodes.c
+    if msg.state == "raised":
+        ins = upsert(conn, t.drift_episodes).values(
+            device_id=msg.device_id,
+            model_name=msg.model_name,
+            detector=msg.detector,
+            model_version=msg.model_version,
+            opened_at=_ts(msg),
+            alert_id=alert_id,
+        )
+        conn.execute(ins.on_conflict_do_nothing())
+    else:
+        conn.execute(
+            t.drift_episodes.delete().where(
+                e.device_id == msg.device_id,
+                e.model_name == msg.model_name,
+                e.detector == msg.detector,
+            )
+        )
+    open_detectors = sorted(
+        conn.scalars(select(e.detector).where(e.device_id == msg.device_id)).all()
+    )
+    conn.execute(
+        update(t.devices)
+        .where(t.devices.c.device_id == msg.device_id)
+        .values(drift_status="drift" if open_detectors else "ok", drift_detectors=open_detectors)
+    )
+    return alert_id
+
+
+def _insert_event(conn: Connection, msg: UpdateEvent, received_at: float) -> None:
+    row = msg.model_dump(exclude={"schema_version", "type"})
+    row["ts"] = _ts(msg)
+    row["state"] = msg.state.value
+    conn.execute(t.update_events.insert().values(row))
+    if msg.state.value == "committed":
+        _set_model(conn, msg.device_id, msg.seq, msg.model_name, msg.to_version)
+    if msg.release_id is None:
+        return
+    r = t.release_devices.c
+    ins = upsert(conn, t.release_devices).values(
+        release_id=msg.release_id,
+        device_id=msg.device_id,
+        state=msg.state.value,
+        state_seq=msg.seq,
+        updated_at=received_at,
+        reason=msg.reason,
+    )
+    newer = ins.excluded.state_seq > r.state_seq
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=[r.release_id, r.device_id],
+            set_={
+                col: case((newer, ins.excluded[col]), else_=r[col])
+                for col in ("state", "state_seq", "updated_at", "reason")
+            },
+        )
+    )
+
+
+def _insert_ack(conn: Connection, msg: CommandAck, received_at: float) -> None:
+    conn.execute(
+        t.command_acks.insert().values(
+            device_id=msg.device_id,
+            seq=msg.seq,
+            ts=_ts(msg),
+            cmd_id=msg.cmd_id,
+            result=msg.result,
+            detail=msg.detail,
+        )
+    )
+    c = t.commands.c
+    target = update(t.commands).where(c.cmd_id == msg.cmd_id, c.device_id == msg.device_id)
+    if msg.result == "accepted":
+        # A late "accepted" must not hide the final answer that overtook it.
+        target = target.where(c.status == "sent")
+    conn.execute(target.values(status=msg.result, acked_at=received_at, ack_detail=msg.detail))

@@ -1,0 +1,226 @@
+"""Read queries behind the HTTP API and the dashboard; rows come back as plain dicts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, select
+
+from cloud_trainer.fleet.store import schema as t
+
+ONLINE_STATES = ("starting", "online", "degraded")
+
+
+def _dict(row: Row[Any] | Any) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+def with_presence(device: dict[str, Any], now: float, offline_after_s: float) -> dict[str, Any]:
+    """A device is online while its last status says so and it was heard from recently."""
+    last_seen = device.get("last_seen")
+    recent = last_seen is not None and now - float(last_seen) <= offline_after_s
+    device["online"] = bool(recent and device.get("state") in ONLINE_STATES)
+    return device
+
+
+def list_devices(
+    conn: Connection,
+    *,
+    now: float,
+    offline_after_s: float,
+    site: str | None = None,
+    kind: str | None = None,
+    model: str | None = None,
+    online: bool | None = None,
+) -> list[dict[str, Any]]:
+    d = t.devices.c
+    query = select(t.devices).order_by(d.site, d.device_id)
+    if site is not None:
+        query = query.where(d.site == site)
+    if kind is not None:
+        query = query.where(d.kind == kind)
+    if model is not None:
+        query = query.where(d.model_name == model)
+    rows = [with_presence(_dict(r), now, offline_after_s) for r in conn.execute(query)]
+    if online is not None:
+        rows = [r for r in rows if r["online"] is online]
+    return rows
+
+
+def get_device(conn: Connection, device_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(t.devices).where(t.devices.c.device_id == device_id)).first()
+    return None if row is None else _dict(row)
+
+
+def telemetry_series(
+    conn: Connection, device_id: str, since: float, limit: int
+) -> list[dict[str, Any]]:
+    c = t.telemetry.c
+    query = (
+        select(t.telemetry)
+        .where(c.device_id == device_id, c.ts >= since)
+        .order_by(c.ts.desc(), c.seq.desc())
+        .limit(limit)
+    )
+    rows = [_dict(r) for r in conn.execute(query)]
+    rows.reverse()
+    return rows
+
+
+def prediction_distribution(conn: Connection, device_id: str, since: float) -> dict[str, Any]:
+    """Counts per label, mean confidence and latency since ``since``, per model version."""
+    b = t.prediction_buckets.c
+    query = (
+        select(
+            b.model_name,
+            b.model_version,
+            b.label,
+            func.sum(b.count),
+            func.sum(b.confidence_sum),
+            func.sum(b.latency_sum_ms),
+            func.max(b.latency_max_ms),
+        )
+        .where(b.device_id == device_id, b.bucket_start >= since)
+        .group_by(b.model_name, b.model_version, b.label)
+        .order_by(b.model_name, b.model_version, b.label)
+    )
+    versions: dict[str, dict[str, Any]] = {}
+    for model, version, label, count, conf, lat, lat_max in conn.execute(query):
+        entry = versions.setdefault(
+            f"{model}:{version}",
+            {"model_name": model, "model_version": version, "total": 0, "labels": {}},
+        )
+        n = int(count)
+        entry["total"] += n
+        entry["labels"][label] = {
+            "count": n,
+            "mean_confidence": float(conf) / n,
+            "mean_latency_ms": float(lat) / n,
+            "max_latency_ms": float(lat_max),
+        }
+    for entry in versions.values():
+        for stats in entry["labels"].values():
+            stats["share"] = stats["count"] / entry["total"]
+    return {"since": since, "versions": list(versions.values())}
+
+
+def prediction_series(
+    conn: Connection, device_id: str, since: float, limit: int = 2000
+) -> list[dict[str, Any]]:
+    b = t.prediction_buckets.c
+    query = (
+        select(b.bucket_start, b.label, b.count, b.confidence_sum)
+        .where(b.device_id == device_id, b.bucket_start >= since)
+        .order_by(b.bucket_start, b.label)
+        .limit(limit)
+    )
+    return [_dict(r) for r in conn.execute(query)]
+
+
+def list_alerts(
+    conn: Connection,
+    *,
+    device_id: str | None = None,
+    model: str | None = None,
+    unacknowledged: bool | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    a = t.drift_alerts.c
+    query = select(t.drift_alerts).order_by(a.id.desc()).limit(limit)
+    if device_id is not None:
+        query = query.where(a.device_id == device_id)
+    if model is not None:
+        query = query.where(a.model_name == model)
+    if unacknowledged is True:
+        query = query.where(a.acknowledged_at.is_(None))
+    elif unacknowledged is False:
+        query = query.where(a.acknowledged_at.is_not(None))
+    return [_dict(r) for r in conn.execute(query)]
+
+
+def update_history(conn: Connection, device_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    e = t.update_events.c
+    query = select(t.update_events).where(e.device_id == device_id)
+    query = query.order_by(e.ts.desc(), e.seq.desc()).limit(limit)
+    return [_dict(r) for r in conn.execute(query)]
+
+
+def device_commands(conn: Connection, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    c = t.commands.c
+    query = select(t.commands).where(c.device_id == device_id)
+    return [_dict(r) for r in conn.execute(query.order_by(c.issued_at.desc()).limit(limit))]
+
+
+def get_command(conn: Connection, cmd_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(t.commands).where(t.commands.c.cmd_id == cmd_id)).first()
+    return None if row is None else _dict(row)
+
+
+def _outcomes(conn: Connection, release_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    r = t.release_devices.c
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if not release_ids:
+        return found
+    query = select(t.release_devices).where(r.release_id.in_(release_ids))
+    for row in conn.execute(query.order_by(r.release_id, r.device_id)):
+        item = _dict(row)
+        found[item.pop("release_id")].append(item)
+    return found
+
+
+def list_releases(
+    conn: Connection, model: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Releases newest first, each with its devices' outcomes and a count per state."""
+    rel = t.releases.c
+    query = select(t.releases).order_by(rel.created.desc()).limit(limit)
+    if model is not None:
+        query = query.where(rel.model_name == model)
+    rows = [_dict(r) for r in conn.execute(query)]
+    outcomes = _outcomes(conn, [r["release_id"] for r in rows])
+    for row in rows:
+        row.pop("manifest", None)
+        row["devices"] = outcomes.get(row["release_id"], [])
+        counts: dict[str, int] = defaultdict(int)
+        for device in row["devices"]:
+            counts[device["state"]] += 1
+        row["outcome_counts"] = dict(counts)
+    return rows
+
+
+def get_release(conn: Connection, release_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(t.releases).where(t.releases.c.release_id == release_id)).first()
+    if row is None:
+        return None
+    item = _dict(row)
+    item["devices"] = _outcomes(conn, [release_id]).get(release_id, [])
+    return item
+
+
+def list_samples(
+    conn: Connection, device_id: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    s = t.samples.c
+    query = select(t.samples).order_by(s.id.desc()).limit(limit)
+    if device_id is not None:
+        query = query.where(s.device_id == device_id)
+    return [_dict(r) for r in conn.execute(query)]
+
+
+def list_policy_actions(
+    conn: Connection, model: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    p = t.policy_actions.c
+    query = select(t.policy_actions).order_by(p.id.desc()).limit(limit)
+    if model is not None:
+        query = query.where(p.model_name == model)
+    return [_dict(r) for r in conn.execute(query)]
+
+
+def table_counts(conn: Connection) -> dict[str, int]:
+    """Rows per table, for metrics and tests."""
+    return {
+        name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+        for name, table in t.metadata.tables.items()
+    }
