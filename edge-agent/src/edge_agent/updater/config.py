@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -90,6 +90,19 @@ class ProbationConfig(ConfigModel):
         le=7 * 24 * 3600,
         title="Probation seconds",
         description="Minimum time on probation (0 = decided by frames alone).",
+    )
+    timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 24 * 3600,
+        title="Probation timeout",
+        description="Longest probation; if too few live inputs came by then, on_timeout decides.",
+    )
+    on_timeout: Literal["commit", "rollback"] = Field(
+        default="commit",
+        title="On timeout",
+        description="What a quiet probation ends in: the model passed smoke and showed no "
+        "fault, so 'commit' by default; 'rollback' for devices that must see proof.",
     )
     max_error_rate: float = Field(
         default=0.05,
