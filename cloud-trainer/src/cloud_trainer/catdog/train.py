@@ -1,0 +1,256 @@
+"""Training both architectures into one graph: 0-255 RGB in, probabilities and embedding out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud_trainer.catdog.augment import random_augment
+from cloud_trainer.catdog.backbone.efficientnet_lite import (
+    EMBEDDING_DIM,
+    LITE0_STAGES,
+    block_stages,
+    build_lite0,
+    default_weights_path,
+    load_lite0_weights,
+)
+from cloud_trainer.catdog.features import (
+    FeatureCache,
+    backbone_id,
+    default_cache_dir,
+    extract_features,
+    frame_input,
+)
+from cloud_trainer.catdog.head import LinearHead, fit_linear_head
+from cloud_trainer.catdog.ingest import ImageRecord, read_image
+from cloud_trainer.catdog.small_cnn import build_small_cnn
+from cloud_trainer.catdog.split import Split
+from edge_agent.protocol.bundle import ImagePreprocessing
+
+log = logging.getLogger(__name__)
+
+Arch = Literal["effnet-lite0", "small-cnn"]
+Progress = Callable[[str, int, int], None]
+
+
+class TrainSettings(BaseModel):
+    """Model-side settings of one training run (the data and split are chosen separately)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: Arch = "effnet-lite0"
+    size: int = Field(default=224, ge=32, le=512, description="Square input size in pixels.")
+    feature_views: int = Field(default=4, ge=1, le=4, description="Cached views per image.")
+    fine_tune_epochs: int = Field(default=0, ge=0, description="0 = frozen backbone only.")
+    fine_tune_stages: int = Field(default=2, ge=1, le=len(LITE0_STAGES))
+    fine_tune_lr: float = Field(default=1e-4, gt=0)
+    cnn_epochs: int = Field(default=40, ge=1)
+    cnn_lr: float = Field(default=2e-3, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    weights_file: Path | None = None
+    cache_dir: Path | None = None
+    seed: int = 0
+
+
+@dataclass
+class TrainedModel:
+    """The Keras graph to export, how to feed it, and what training measured."""
+
+    model: Any
+    labels: list[str]
+    preprocessing: ImagePreprocessing
+    settings: TrainSettings
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def preprocessing_for(size: int) -> ImagePreprocessing:
+    """Both architectures take raw 0-255 RGB pixels and normalise inside the graph."""
+    return ImagePreprocessing(
+        height=size, width=size, channel_order="RGB", normalised_in_graph=True
+    )
+
+
+def pixel_arrays(
+    records: Sequence[ImageRecord], preprocessing: ImagePreprocessing
+) -> npt.NDArray[np.uint8]:
+    """(N, S, S, 3) uint8 frames prepared as on the device (exact: the resize is in uint8)."""
+    return np.stack(
+        [frame_input(read_image(r.path), preprocessing).astype(np.uint8) for r in records]
+    )
+
+
+def label_indices(records: Sequence[ImageRecord], labels: list[str]) -> npt.NDArray[np.int64]:
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index[r.label] for r in records], dtype=np.int64)
+
+
+def class_weights(y: npt.NDArray[np.int64], n_classes: int) -> dict[int, float]:
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    return {i: float(len(y) / (n_classes * max(c, 1.0))) for i, c in enumerate(counts)}
+
+
+def fit_on_pixels(
+    model: Any,
+    x_train: npt.NDArray[np.uint8],
+    y_train: npt.NDArray[np.int64],
+    x_val: npt.NDArray[np.uint8],
+    y_val: npt.NDArray[np.int64],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    progress: Progress | None = None,
+    what: str = "training",
+) -> float:
+    """Train the probabilities output with fresh augmentation each epoch; keep the best epoch.
+
+    Returns the best validation balanced accuracy. Selection is on validation, never test.
+    """
+    import keras
+    from sklearn.metrics import balanced_accuracy_score
+
+    n_classes = int(model.outputs[0].shape[-1])
+    trainer = keras.Model(model.inputs, model.outputs[0])
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss="sparse_categorical_crossentropy",
+        jit_compile=False,
+    )
+    rng = np.random.default_rng(seed)
+    weights = class_weights(y_train, n_classes)
+    best, best_weights = -1.0, model.get_weights()
+    for epoch in range(epochs):
+        augmented = random_augment(x_train, rng).astype(np.float32)
+        trainer.fit(
+            augmented, y_train, batch_size=batch_size, epochs=1, class_weight=weights, verbose=0
+        )
+        probs = trainer.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
+        score = float(balanced_accuracy_score(y_val, probs.argmax(axis=1)))
+        log.debug("%s epoch %s: val balanced accuracy %.4f", what, epoch + 1, score)
+        if score > best:
+            best, best_weights = score, model.get_weights()
+        if progress is not None:
+            progress(what, epoch + 1, epochs)
+    model.set_weights(best_weights)
+    return best
+
+
+def transfer_classifier(backbone: Any, head: LinearHead) -> Any:
+    """Backbone (0-255 in, pooled out) plus a softmax head; outputs probabilities, embedding."""
+    import keras
+    from keras import layers
+
+    embedding = backbone.outputs[0]
+    dense = layers.Dense(head.kernel.shape[1], name="logits")
+    logits = dense(embedding)
+    dense.set_weights([head.kernel, head.bias])
+    probabilities = layers.Softmax(name="probabilities")(logits)
+    return keras.Model(backbone.inputs, [probabilities, embedding], name="catdog_effnet_lite0")
+
+
+def unfreeze_top_stages(model: Any, stages: int) -> int:
+    """Make the convolutions of the last ``stages`` stages and the head trainable (BN stays
+    frozen: batch statistics from a few hundred photos would undo the ImageNet ones)."""
+    first_stage = len(LITE0_STAGES) - stages
+    trainable_blocks = {f"block{i:02d}" for i, s in enumerate(block_stages()) if s >= first_stage}
+    count = 0
+    for layer in model.layers:
+        prefix = layer.name.split("_")[0]
+        is_conv = layer.name.endswith("_conv") or layer.name == "logits"
+        layer.trainable = is_conv and (prefix in trainable_blocks or prefix in {"head", "logits"})
+        count += int(layer.trainable)
+    return count
+
+
+def train_effnet(
+    split: Split, labels: list[str], settings: TrainSettings, progress: Progress | None = None
+) -> TrainedModel:
+    """Frozen Lite0 features (cached) + linear head; then optional top-stage fine-tuning."""
+    started = time.perf_counter()
+    weights_file = settings.weights_file or default_weights_path()
+    backbone = build_lite0(settings.size, load_lite0_weights(weights_file))
+    preprocessing = preprocessing_for(settings.size)
+    cache = FeatureCache(
+        settings.cache_dir or default_cache_dir(), backbone_id(weights_file), settings.size
+    )
+
+    def step(what: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda i, n: progress(what, i, n))
+
+    train_f = extract_features(
+        backbone, split.train, preprocessing, n_views=settings.feature_views,
+        cache=cache, progress=step("features: train"),
+    )  # fmt: skip
+    val_f = extract_features(backbone, split.val, preprocessing, cache=cache,
+                             progress=step("features: val"))[:, 0]  # fmt: skip
+    y_train = label_indices(split.train, labels)
+    y_val = label_indices(split.val, labels)
+    x = train_f.reshape(-1, EMBEDDING_DIM)
+    y = np.repeat(y_train, settings.feature_views)
+    head = fit_linear_head(x, y, val_f, y_val, len(labels), seed=settings.seed)
+    model = transfer_classifier(backbone, head)
+    features_s = time.perf_counter() - started
+    metrics = {
+        "head_val_balanced_accuracy": head.val_balanced_accuracy,
+        "features_and_head_seconds": features_s,
+    }
+    notes: dict[str, Any] = {
+        "head_c": head.c,
+        "cache_hits": cache.hits,
+        "cache_misses": cache.misses,
+    }
+    if settings.fine_tune_epochs > 0:
+        n = unfreeze_top_stages(model, settings.fine_tune_stages)
+        log.info("fine-tuning %s layers of the top %s stages", n, settings.fine_tune_stages)
+        best = fit_on_pixels(
+            model, pixel_arrays(split.train, preprocessing), y_train,
+            pixel_arrays(split.val, preprocessing), y_val,
+            epochs=settings.fine_tune_epochs, lr=settings.fine_tune_lr,
+            batch_size=settings.batch_size, seed=settings.seed, progress=progress,
+            what="fine-tuning",
+        )  # fmt: skip
+        metrics["fine_tune_val_balanced_accuracy"] = best
+    for layer in model.layers:
+        layer.trainable = False
+    metrics["train_seconds"] = time.perf_counter() - started
+    log.info("effnet-lite0 trained in %.1f s (features + head %.1f s)", metrics["train_seconds"],
+             features_s)  # fmt: skip
+    return TrainedModel(model, labels, preprocessing, settings, metrics, notes)
+
+
+def train_small_cnn(
+    split: Split, labels: list[str], settings: TrainSettings, progress: Progress | None = None
+) -> TrainedModel:
+    """The from-scratch CNN on augmented pixels, best epoch by validation balanced accuracy."""
+    import keras
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(settings.seed)
+    preprocessing = preprocessing_for(settings.size)
+    model = build_small_cnn(settings.size, len(labels))
+    best = fit_on_pixels(
+        model, pixel_arrays(split.train, preprocessing), label_indices(split.train, labels),
+        pixel_arrays(split.val, preprocessing), label_indices(split.val, labels),
+        epochs=settings.cnn_epochs, lr=settings.cnn_lr, batch_size=settings.batch_size,
+        seed=settings.seed, progress=progress, what="small-cnn epochs",
+    )  # fmt: skip
+    metrics = {"val_balanced_accuracy": best, "train_seconds": time.perf_counter() - started}
+    return TrainedModel(model, labels, preprocessing, settings, metrics)
+
+
+def train_model(
+    split: Split, labels: list[str], settings: TrainSettings, progress: Progress | None = None
+) -> TrainedModel:
+    if settings.arch == "small-cnn":
+        return train_small_cnn(split, labels, settings, progress)
+    return train_effnet(split, labels, settings, progress)
