@@ -37,9 +37,12 @@ class SourceError(Exception):
 class Source(Protocol):
     """Read by one capture thread; ``counters`` may be read from others for telemetry.
 
-    Counter names in use: ``rejected_nan``, ``out_of_range``, ``stale``, ``out_of_order``,
-    ``duplicate``, ``malformed``, ``undecodable_frame``, ``motion_skipped``, ``reconnects``,
-    ``reconnect_failures``, ``stream_ends``, ``loops``, ``samples``.
+    Counter names in use: ``samples``; weather: ``readings``, ``hours``, ``warming_up``,
+    ``rejected_nan``, ``out_of_range`` (and ``out_of_range:<field>``), ``stale``, ``future``,
+    ``out_of_order``, ``duplicate``, ``late``, ``malformed``, ``queue_overflow``,
+    ``line_drops``; camera: ``frames_grabbed``, ``rate_skipped``, ``undecodable_frame``,
+    ``motion_skipped``, ``stream_ends``, ``loops``; both: ``open_failures``, ``reconnects``,
+    ``reconnect_failures``.
     """
 
     name: str

@@ -103,6 +103,7 @@ class ReadingValidator:
     last_ts: datetime | None = None
 
     def check(self, reading: StationReading, now: datetime | None = None) -> None:
+        """Raise ReadingRejected, or return; ``last_ts`` is the caller's to advance."""
         nan = [n for n, v in zip(READING_FIELDS, reading.values, strict=True) if math.isnan(v)]
         if nan:
             raise ReadingRejected("rejected_nan", f"{reading.ts.isoformat()}: no value for {nan}")
@@ -129,7 +130,6 @@ class ReadingValidator:
                     "out_of_order",
                     f"{reading.ts.isoformat()} is before {self.last_ts.isoformat()}",
                 )
-        self.last_ts = reading.ts
 
 
 def _floor_hour(ts: datetime) -> datetime:
@@ -166,18 +166,24 @@ class StationPipeline:
         self.validator = ReadingValidator(counters, max_age_s, max_future_s)
         self.builder = builder or WeatherFeatureBuilder()
         self._bucket: _Bucket | None = None
+        self._closed_through: datetime | None = None
         self._bearing = READING_FIELDS.index("wind_bearing_deg")
         self.last_rejection: str | None = None
 
     def offer(self, reading: StationReading, now: datetime | None = None) -> list[Sample]:
         """Validate and aggregate one reading; the samples of any hour it closed."""
+        hour = _floor_hour(reading.ts)
         try:
             self.validator.check(reading, now)
+            if self._closed_through is not None and hour <= self._closed_through:
+                raise ReadingRejected(
+                    "late", f"{reading.ts.isoformat()}: its hour was already closed"
+                )
         except ReadingRejected as e:
             self.reject(e)
             return []
+        self.validator.last_ts = reading.ts
         self.counters["readings"] += 1
-        hour = _floor_hour(reading.ts)
         out: list[Sample] = []
         if self._bucket is not None and hour > self._bucket.hour:
             out.extend(self.close_hour())
@@ -210,6 +216,7 @@ class StationPipeline:
         bucket, self._bucket = self._bucket, None
         if bucket is None or bucket.n == 0:
             return []
+        self._closed_through = bucket.hour
         means = [s / bucket.n for s in bucket.sums]
         means[self._bearing] = math.degrees(math.atan2(bucket.sin, bucket.cos)) % 360.0
         condition = (
