@@ -21,8 +21,11 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     The file gets ``mode`` before any byte is written, so a secret is never readable by
     others even for a moment; the directory is fsynced so the rename survives a power cut.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise FileWriteError(e.errno or 0, f"cannot write {path}: {e.strerror or e}") from e
     tmp = Path(tmp_name)
     try:
         os.fchmod(fd, mode)
