@@ -18,8 +18,10 @@ from cloud_trainer.provision.mosquitto_passwd import (
     verify_password,
 )
 
-MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
-needs_tool = pytest.mark.skipif(MOSQUITTO_PASSWD is None, reason="mosquitto_passwd not installed")
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "mosquitto_passwd"
+needs_tool = pytest.mark.skipif(
+    shutil.which(MOSQUITTO_PASSWD) is None, reason="mosquitto_passwd not installed"
+)
 
 
 @needs_tool
