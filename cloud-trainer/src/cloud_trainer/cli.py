@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 COMMAND_MODULES = [
     "cloud_trainer.demo",
     "cloud_trainer.provision.cli",
+    "cloud_trainer.release.cli",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Releases: signed manifests, the artefact server and staged rollouts."""

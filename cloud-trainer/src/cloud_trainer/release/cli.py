@@ -1,0 +1,392 @@
+"""``cloud-trainer release …``: keygen, publish, status, rollback, pin, serve, rollout."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cloud_trainer.errors import UserError
+from cloud_trainer.release.artefacts import ArtefactServer, ArtefactStore
+from cloud_trainer.release.publisher import (
+    ReleaseChannel,
+    ReleaseError,
+    ReleaseTarget,
+    build_manifest,
+    read_spec,
+    record_in_registry,
+    retarget,
+)
+from cloud_trainer.release.rollout import RolloutController, RolloutPolicy, parse_waves
+from edge_agent.comms.mqtt import BrokerEndpoint, LinkError, MqttLink
+from edge_agent.protocol import (
+    Channel,
+    Command,
+    ProtocolError,
+    SigningKey,
+    TopicTree,
+    UpdateEvent,
+    encode,
+    safe_decode,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+PRIVATE_KEY = "fleet-release.key"
+PUBLIC_KEY = "fleet-release.pub"
+
+
+def register(subparsers: Any) -> None:
+    release = subparsers.add_parser("release", help="signed model releases to devices")
+    verbs = release.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("keygen", help="write the fleet release key pair")
+    p.add_argument("--out", type=Path, required=True, help="folder for the key files")
+    p.add_argument("--force", action="store_true", help="replace existing keys")
+    p.set_defaults(func=cmd_keygen)
+
+    p = verbs.add_parser("publish", help="sign and publish a model version")
+    _common(p)
+    _model_ref(p)
+    _target(p)
+    p.set_defaults(func=cmd_publish)
+
+    p = verbs.add_parser("rollout", help="publish in waves, widen while healthy, else roll back")
+    _common(p)
+    _model_ref(p)
+    _target(p)
+    p.add_argument("--waves", default="10,50,100", help="increasing percentages (10,50,100)")
+    p.add_argument("--max-failure-rate", type=float, default=0.2)
+    p.add_argument("--min-outcomes", type=int, default=1, help="outcomes before judging a wave")
+    p.add_argument("--soak-s", type=float, default=60.0, help="seconds a healthy wave soaks")
+    p.add_argument("--wave-timeout-s", type=float, default=3600.0)
+    p.set_defaults(func=cmd_rollout)
+
+    p = verbs.add_parser("status", help="show the current release and device outcomes")
+    _broker(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--watch-s", type=float, default=0.0, help="collect update events this long")
+    p.set_defaults(func=cmd_status)
+
+    p = verbs.add_parser("rollback", help="re-release an earlier version (downgrade allowed)")
+    _common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--to-version", type=int, help="version to restore (default: registry's)")
+    p.add_argument("--file", type=Path, help="ONNX file of that version (default: registry)")
+    p.add_argument("--channel", default="stable")
+    p.set_defaults(func=cmd_rollback)
+
+    p = verbs.add_parser("pin", help="pin devices to a stored version (or unpin them)")
+    _broker(p)
+    p.add_argument("--site", required=True)
+    p.add_argument("--devices", nargs="+", required=True)
+    p.add_argument("--version", type=int, help="version to pin (default: the active one)")
+    p.add_argument("--unpin", action="store_true")
+    p.set_defaults(func=cmd_pin)
+
+    p = verbs.add_parser("serve", help="serve artefacts over HTTP (Range, ETag)")
+    p.add_argument("--artefacts", type=Path, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--rate", type=float, help="bytes per second per download")
+    p.set_defaults(func=cmd_serve)
+
+
+def _broker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the broker")
+    p.add_argument("--root", default="mlops", help="topic root")
+    p.add_argument("--username")
+    p.add_argument("--password")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _broker(p)
+    p.add_argument("--key", type=Path, required=True, help="fleet release private key (PEM)")
+    p.add_argument("--publisher", default="cloud", help="identity named in the manifest")
+    p.add_argument("--artefacts", type=Path, required=True, help="artefact server's folder")
+    p.add_argument("--base-url", required=True, help="URL devices reach the artefact server at")
+    p.add_argument("--tracking-uri", help="MLflow tracking/registry URI (default: MLflow's)")
+
+
+def _model_ref(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True)
+    ref = p.add_mutually_exclusive_group(required=True)
+    ref.add_argument("--version", type=int)
+    ref.add_argument("--alias")
+    ref.add_argument("--file", type=Path, help="a local ONNX file (needs --file-version)")
+    p.add_argument("--file-version", type=int, help="version number of --file")
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channel", default="stable")
+    p.add_argument("--percent", type=float, default=100.0)
+    p.add_argument("--groups", nargs="*", default=[])
+    p.add_argument("--devices", nargs="*", default=[])
+    p.add_argument("--allow-downgrade", action="store_true")
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    print(text)  # noqa: T201 - the CLI's output to the operator
+
+
+def _connect(args: argparse.Namespace) -> MqttLink:
+    host, _, port = str(args.broker).rpartition(":")
+    try:
+        endpoint = BrokerEndpoint(host or "127.0.0.1", int(port), args.username, args.password)
+    except ValueError as e:
+        raise UserError(f"--broker must be HOST:PORT, got {args.broker!r}", 2) from e
+    link = MqttLink(endpoint, client_id=f"release-{int(time.time() * 1000) % 10**9}")
+    try:
+        link.start()
+    except LinkError as e:
+        raise UserError(str(e)) from e
+    return link
+
+
+def _tree(args: argparse.Namespace) -> TopicTree:
+    try:
+        return TopicTree(args.root)
+    except ProtocolError as e:
+        raise UserError(str(e), 2) from e
+
+
+def _key(path: Path) -> SigningKey:
+    try:
+        return SigningKey.load(path)
+    except ProtocolError as e:
+        raise UserError(str(e), 2) from e
+
+
+def _resolve(args: argparse.Namespace) -> tuple[int, Path]:
+    if args.file is not None:
+        if args.file_version is None:
+            raise UserError("--file needs --file-version", 2)
+        return int(args.file_version), Path(args.file)
+    from cloud_trainer.registry import RegistryError, resolve_model
+
+    if args.tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(args.tracking_uri)
+        mlflow.set_registry_uri(args.tracking_uri)
+    ref = (
+        f"models:/{args.model}/{args.version}"
+        if args.version
+        else f"models:/{args.model}@{args.alias}"
+    )
+    try:
+        resolved = resolve_model(ref)
+    except RegistryError as e:
+        raise UserError(str(e)) from e
+    assert resolved.version is not None
+    return resolved.version, resolved.path
+
+
+def _target_of(args: argparse.Namespace) -> ReleaseTarget:
+    return ReleaseTarget(
+        channel=args.channel,
+        percent=args.percent,
+        groups=tuple(args.groups),
+        devices=tuple(args.devices),
+        allow_downgrade=args.allow_downgrade,
+    )
+
+
+def _prepare(args: argparse.Namespace) -> Any:
+    version, path = _resolve(args)
+    store = ArtefactStore(args.artefacts)
+    try:
+        spec = read_spec(path)
+        sha, size, url_path = store.add(path, f"{args.model}-v{version}.onnx")
+        manifest = build_manifest(
+            model=args.model,
+            version=version,
+            sha256=sha,
+            size=size,
+            url=args.base_url.rstrip("/") + url_path,
+            spec=spec,
+            target=_target_of(args),
+            publisher=args.publisher,
+        )
+    except (ReleaseError, ValueError) as e:
+        raise UserError(str(e)) from e
+    return manifest
+
+
+def _record(manifest: Any, args: argparse.Namespace) -> None:
+    if args.file is not None:
+        return
+    try:
+        record_in_registry(manifest)
+    except ReleaseError as e:
+        log.warning("%s", e)
+
+
+# -- verbs -------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    private, public = args.out / PRIVATE_KEY, args.out / PUBLIC_KEY
+    if private.exists() and not args.force:
+        raise UserError(f"{private} exists; pass --force to replace it", 2)
+    key = SigningKey.generate()
+    key.save(private, public)
+    _say(f"key id {key.key_id}\nprivate {private} (keep on the release host)\npublic  {public}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    key = _key(args.key)
+    manifest = _prepare(args)
+    link = _connect(args)
+    try:
+        signed = ReleaseChannel(link, _tree(args), key).publish(manifest)
+    except ReleaseError as e:
+        raise UserError(str(e)) from e
+    finally:
+        link.stop()
+    _record(signed, args)
+    _say(f"published {signed.release_id}: {signed.model} v{signed.version} {signed.sha256[:12]}")
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    key = _key(args.key)
+    try:
+        waves = parse_waves(args.waves, args.groups)
+    except ValueError as e:
+        raise UserError(str(e), 2) from e
+    policy = RolloutPolicy(
+        waves=waves,
+        min_outcomes=args.min_outcomes,
+        max_failure_rate=args.max_failure_rate,
+        soak_s=args.soak_s,
+        wave_timeout_s=args.wave_timeout_s,
+    )
+    manifest = _prepare(args)
+    link = _connect(args)
+    tree = _tree(args)
+    channel = ReleaseChannel(link, tree, key)
+    try:
+        previous = channel.current(args.model)
+        controller = RolloutController(
+            link,
+            tree,
+            channel,
+            policy,
+            on_decision=lambda d: log.info("%s: %s", d.action, d.reason),
+        )
+        decision = controller.run(manifest, previous, _target_of(args))
+    except ReleaseError as e:
+        raise UserError(str(e)) from e
+    finally:
+        link.stop()
+    _say(f"rollout {manifest.release_id}: {decision.action} ({decision.reason})")
+    return 0 if decision.action == "done" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    link = _connect(args)
+    tree = _tree(args)
+    outcomes: dict[str, UpdateEvent] = {}
+    lock = threading.Lock()
+
+    def on_event(_topic: str, payload: bytes) -> None:
+        message = safe_decode(payload)
+        if isinstance(message, UpdateEvent) and message.model_name == args.model:
+            with lock:
+                outcomes[message.device_id] = message
+
+    try:
+        current = ReleaseChannel(link, tree, SigningKey.generate()).current(args.model)
+        if args.watch_s > 0:
+            link.subscribe(tree.fleet_filter(Channel.EVENTS), on_event)
+            time.sleep(args.watch_s)
+    except ReleaseError as e:
+        raise UserError(str(e)) from e
+    finally:
+        link.stop()
+    if current is None:
+        _say(f"{args.model}: no release published")
+        return 0
+    r = current.rollout
+    _say(
+        f"{current.model}: release {current.release_id} v{current.version} channel "
+        f"{current.channel} wave {r.wave} percent {r.percent:g} groups {r.groups} "
+        f"devices {r.devices} downgrade {current.allow_downgrade} by {current.publisher}"
+    )
+    tally = Counter(event.state.value for event in outcomes.values())
+    for device, event in sorted(outcomes.items()):
+        _say(f"  {device}: {event.state.value} v{event.to_version} {event.reason or ''}")
+    if tally:
+        _say("  " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    key = _key(args.key)
+    if args.file is None and args.to_version is None:
+        from cloud_trainer.registry import alias_version
+
+        args.to_version = alias_version(args.model, "champion")
+        if args.to_version is None:
+            raise UserError("no --to-version given and the model has no champion alias", 2)
+    args.version, args.alias, args.file_version = args.to_version, None, args.to_version
+    args.percent, args.groups, args.devices, args.allow_downgrade = 100.0, [], [], True
+    manifest = _prepare(args)
+    link = _connect(args)
+    try:
+        signed = ReleaseChannel(link, _tree(args), key).publish(
+            retarget(manifest, _target_of(args), new_id=False)
+        )
+    except ReleaseError as e:
+        raise UserError(str(e)) from e
+    finally:
+        link.stop()
+    _record(signed, args)
+    _say(f"rolled back: {signed.release_id} restores v{signed.version} (downgrade allowed)")
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    link = _connect(args)
+    tree = _tree(args)
+    action = "unpin" if args.unpin else "pin"
+    try:
+        for seq, device in enumerate(args.devices):
+            command = Command(
+                device_id=device,
+                ts=utc_now(),
+                seq=int(time.time() * 1000) + seq,
+                cmd_id=f"{action}-{device}-{int(time.time())}",
+                action=action,
+                args={} if args.version is None else {"version": args.version},
+                issued_by="cloud",
+            )
+            topic = tree.device(args.site, device, Channel.CMD)
+            if not link.publish(topic, encode(command), qos=1).wait(10):
+                raise UserError(f"broker did not acknowledge the {action} for {device}")
+            _say(f"{action} sent to {device}")
+    except ProtocolError as e:
+        raise UserError(str(e), 2) from e
+    finally:
+        link.stop()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    server = ArtefactServer(args.artefacts, args.host, args.port, args.rate)
+    _say(f"serving {args.artefacts} on {server.base_url}")
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
+    return 0
