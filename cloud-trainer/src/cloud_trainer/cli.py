@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # callable ``(args) -> int``. Imported lazily so ``--help`` stays fast without TensorFlow.
 COMMAND_MODULES = [
     "cloud_trainer.demo",
+    "cloud_trainer.fleet.cli",
     "cloud_trainer.provision.cli",
     "cloud_trainer.release.cli",
 ]

@@ -139,6 +139,11 @@ def list_alerts(
     return [_dict(r) for r in conn.execute(query)]
 
 
+def get_alert(conn: Connection, alert_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(t.drift_alerts).where(t.drift_alerts.c.id == alert_id)).first()
+    return None if row is None else _dict(row)
+
+
 def update_history(conn: Connection, device_id: str, limit: int = 200) -> list[dict[str, Any]]:
     e = t.update_events.c
     query = select(t.update_events).where(e.device_id == device_id)

@@ -1,0 +1,135 @@
+"""Routes over the fleet's state: devices, registration, alerts, releases, policy actions."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud_trainer.fleet.api.deps import Caller, Context
+from cloud_trainer.fleet.store import queries
+from edge_agent.protocol import DeviceKind
+from edge_agent.protocol.topics import IDENT_PATTERN
+
+router = APIRouter(prefix="/api")
+
+IdentQuery = Annotated[str | None, Query(pattern=IDENT_PATTERN)]
+
+
+class DeviceRegistration(BaseModel):
+    """A device announced by provisioning, before (or after) it first connects."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(pattern=IDENT_PATTERN)
+    site: str = Field(pattern=IDENT_PATTERN)
+    kind: DeviceKind | None = None
+    groups: list[Annotated[str, Field(pattern=IDENT_PATTERN)]] = Field(
+        default_factory=list, max_length=32
+    )
+    model_name: str | None = Field(default=None, pattern=IDENT_PATTERN)
+
+
+@router.get("/devices")
+def list_devices(
+    context: Context,
+    site: IdentQuery = None,
+    kind: DeviceKind | None = None,
+    model: IdentQuery = None,
+    online: bool | None = None,
+) -> dict[str, Any]:
+    devices = context.store.devices(
+        site=site, kind=None if kind is None else kind.value, model=model, online=online
+    )
+    return {"devices": devices, "count": len(devices), "now": time.time()}
+
+
+@router.post("/devices", status_code=201)
+def register_device(
+    body: DeviceRegistration, context: Context, caller: Caller, response: Response
+) -> dict[str, Any]:
+    created = context.store.register_device(
+        body.device_id,
+        body.site,
+        None if body.kind is None else body.kind.value,
+        body.groups,
+        body.model_name,
+    )
+    if not created:
+        response.status_code = 200
+    return {"device": context.store.device(body.device_id), "created": created, "by": caller}
+
+
+@router.get("/devices/{device_id}")
+def device_detail(
+    device_id: str,
+    context: Context,
+    window_s: Annotated[float, Query(gt=0, le=90 * 86400)] = 86400.0,
+    telemetry_limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Everything the device page shows, in one round trip."""
+    device = context.store.device(device_id)
+    if device is None:
+        raise HTTPException(404, f"unknown device {device_id!r}")
+    since = time.time() - window_s
+
+    def read(conn: Any) -> dict[str, Any]:
+        return {
+            "device": device,
+            "telemetry": queries.telemetry_series(conn, device_id, since, telemetry_limit),
+            "predictions": queries.prediction_distribution(conn, device_id, since),
+            "prediction_series": queries.prediction_series(conn, device_id, since),
+            "alerts": queries.list_alerts(conn, device_id=device_id, limit=100),
+            "updates": queries.update_history(conn, device_id),
+            "commands": queries.device_commands(conn, device_id),
+            "samples": queries.list_samples(conn, device_id, limit=20),
+        }
+
+    return context.store.read(read)
+
+
+@router.get("/alerts")
+def list_alerts(
+    context: Context,
+    device: IdentQuery = None,
+    model: IdentQuery = None,
+    unacknowledged: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    alerts = context.store.read(
+        lambda c: queries.list_alerts(
+            c, device_id=device, model=model, unacknowledged=unacknowledged, limit=limit
+        )
+    )
+    return {"alerts": alerts, "count": len(alerts)}
+
+
+@router.post("/alerts/{alert_id}/ack")
+def acknowledge_alert(alert_id: int, context: Context, caller: Caller) -> dict[str, Any]:
+    if context.store.acknowledge_alert(alert_id, caller):
+        return {"alert_id": alert_id, "acknowledged_by": caller}
+    if context.store.read(lambda c: queries.get_alert(c, alert_id)) is None:
+        raise HTTPException(404, f"no alert {alert_id}")
+    raise HTTPException(409, f"alert {alert_id} was acknowledged already")
+
+
+@router.get("/releases")
+def list_releases(context: Context, model: IdentQuery = None) -> dict[str, Any]:
+    releases = context.store.read(lambda c: queries.list_releases(c, model))
+    return {"releases": releases, "count": len(releases)}
+
+
+@router.get("/releases/{release_id}")
+def release_detail(release_id: str, context: Context) -> dict[str, Any]:
+    release = context.store.read(lambda c: queries.get_release(c, release_id))
+    if release is None:
+        raise HTTPException(404, f"unknown release {release_id!r}")
+    return release
+
+
+@router.get("/policy/actions")
+def policy_actions(context: Context, model: IdentQuery = None) -> dict[str, Any]:
+    actions = context.store.read(lambda c: queries.list_policy_actions(c, model))
+    return {"actions": actions, "count": len(actions)}

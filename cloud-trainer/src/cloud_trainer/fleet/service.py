@@ -1,0 +1,145 @@
+"""One fleet service instance: store, MQTT consumer, policy engine and HTTP API, wired."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from types import TracebackType
+
+import uvicorn
+
+from cloud_trainer.fleet.api import FleetContext, create_app
+from cloud_trainer.fleet.commands import CommandPublisher
+from cloud_trainer.fleet.consumer import ConsumerSettings, FleetConsumer, WriterSettings
+from cloud_trainer.fleet.metrics import FleetMetrics
+from cloud_trainer.fleet.policy import ActionHandler, PolicyConfig, PolicyEngine
+from cloud_trainer.fleet.policy.rules import ActionName
+from cloud_trainer.fleet.settings import FleetSettings
+from cloud_trainer.fleet.store import FleetStore
+from edge_agent.comms.mqtt import BrokerEndpoint
+from edge_agent.protocol import load_public_key
+
+log = logging.getLogger(__name__)
+
+
+class FleetService:
+    """Start with ``start()`` (or as a context manager), stop with ``stop()``.
+
+    ``handlers`` supply the ``retrain`` and ``rollback`` actions (and may replace
+    ``notify``); the closed loop passes its pipeline and release callables here.
+    """
+
+    def __init__(
+        self,
+        settings: FleetSettings,
+        handlers: Mapping[ActionName, ActionHandler] | None = None,
+        instance: str = "a",
+    ) -> None:
+        self.settings = settings
+        self.metrics = FleetMetrics()
+        self.store = FleetStore(
+            settings.database_url,
+            bucket_s=settings.bucket_s,
+            offline_after_s=settings.offline_after_s,
+        )
+        policy = (
+            PolicyConfig.load(settings.policy_file)
+            if settings.policy_file is not None
+            else PolicyConfig.default()
+        )
+        self.policy = PolicyEngine(self.store, policy, self.metrics, handlers)
+        keys = tuple(load_public_key(p) for p in settings.release_public_keys)
+        self.consumer = FleetConsumer(
+            BrokerEndpoint(settings.broker_host, settings.broker_port),
+            self.store,
+            self.metrics,
+            ConsumerSettings(
+                root=settings.root,
+                group=settings.group,
+                client_id=f"fleet-{settings.group}-{instance}-{int(time.time() * 1000) % 10**9}",
+                release_keys=keys,
+            ),
+            WriterSettings(
+                telemetry_retention_s=settings.telemetry_retention_s,
+                predictions_retention_s=settings.predictions_retention_s,
+            ),
+            on_alerts=self.policy.on_alerts,
+        )
+        self.commands = CommandPublisher(
+            self.consumer.link, self.store, self.consumer.tree, self.metrics
+        )
+        self.context = FleetContext(
+            settings=settings,
+            store=self.store,
+            metrics=self.metrics,
+            commands=self.commands,
+            broker_connected=lambda: self.consumer.connected,
+        )
+        self.app = create_app(self.context)
+        self._server: uvicorn.Server | None = None
+        self._http_thread: threading.Thread | None = None
+
+    @property
+    def http_port(self) -> int:
+        """The bound port (useful when the settings asked for port 0)."""
+        if self._server is None or not self._server.servers:
+            return self.settings.http_port
+        sockets = self._server.servers[0].sockets
+        return int(sockets[0].getsockname()[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.http_port}"
+
+    def start(self, broker_timeout: float | None = 10.0) -> FleetService:
+        """Start consuming, then serve HTTP on a background thread."""
+        self.consumer.start(timeout=broker_timeout)
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._http_thread = threading.Thread(
+            target=self._server.run, name="fleet-http", daemon=True
+        )
+        self._http_thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._http_thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"HTTP server did not start on {self.settings.http_host}:"
+                    f"{self.settings.http_port}"
+                )
+            time.sleep(0.02)
+        log.info("fleet service at %s", self.base_url)
+        return self
+
+    @property
+    def serving(self) -> bool:
+        return self._http_thread is not None and self._http_thread.is_alive()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._http_thread is not None:
+            self._http_thread.join(10)
+        self.consumer.stop()
+        self.policy.close()
+        self.store.close()
+
+    def __enter__(self) -> FleetService:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,109 @@
+"""Settings of the fleet service (pydantic): database, broker, HTTP, limits, retention, policy."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from edge_agent.config.base import ConfigModel
+from edge_agent.protocol import check_ident
+
+MiB = 1024 * 1024
+
+
+class FleetSettings(ConfigModel):
+    """Everything ``cloud-trainer fleet serve`` needs; defaults suit one box."""
+
+    database_url: str = Field(
+        default="sqlite:///fleet.db",
+        title="Database URL",
+        description="sqlite:///path.db (default) or postgresql://user@host/db.",
+    )
+    broker_host: str = Field(default="127.0.0.1", title="Broker host", description="MQTT broker.")
+    broker_port: int = Field(default=1883, ge=1, le=65535, title="Broker port", description="")
+    root: str = Field(default="mlops", title="Topic root", description="Root of the topic tree.")
+    group: str = Field(
+        default="fleet",
+        title="Shared subscription group",
+        description="Instances in one group split the device messages between them.",
+    )
+    http_host: str = Field(default="127.0.0.1", title="HTTP host", description="Bind address.")
+    http_port: int = Field(default=8080, ge=0, le=65535, title="HTTP port", description="")
+    api_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        title="API tokens",
+        description="Name → bearer token; the name is recorded as who changed what.",
+    )
+    samples_dir: Path = Field(
+        default=Path("fleet-samples"),
+        title="Samples folder",
+        description="Where uploaded samples are stored, one folder per device.",
+    )
+    max_sample_bytes: int = Field(
+        default=8 * MiB, gt=0, title="Sample size cap", description="Largest sample file."
+    )
+    max_json_bytes: int = Field(
+        default=64 * 1024, gt=0, title="JSON body cap", description="Largest JSON request body."
+    )
+    max_concurrent_requests: int = Field(
+        default=32,
+        ge=1,
+        title="Concurrent requests",
+        description="Beyond this, requests get 503 with Retry-After instead of queueing.",
+    )
+    offline_after_s: float = Field(
+        default=120.0, gt=0, title="Offline after", description="Silence that means offline."
+    )
+    bucket_s: float = Field(
+        default=60.0, gt=0, title="Prediction bucket", description="Summary bucket width."
+    )
+    telemetry_retention_s: float = Field(default=14 * 86400.0, gt=0, title="Telemetry kept")
+    predictions_retention_s: float = Field(default=90 * 86400.0, gt=0, title="Summaries kept")
+    policy_file: Path | None = Field(
+        default=None, title="Policy file", description="YAML rules; default: notify only."
+    )
+    release_public_keys: list[Path] = Field(
+        default_factory=list,
+        title="Release keys",
+        description="PEM public keys; when set, unsigned or mis-signed manifests are refused.",
+    )
+
+    @field_validator("group")
+    @classmethod
+    def _group_is_ident(cls, value: str) -> str:
+        return check_ident(value, "shared subscription group")
+
+    def token_owner(self, presented: str) -> str | None:
+        """The name of the token presented, compared in constant time; None if unknown."""
+        digest = hashlib.sha256(presented.encode()).digest()
+        found = None
+        for name, token in self.api_tokens.items():
+            expected = hashlib.sha256(token.get_secret_value().encode()).digest()
+            if hmac.compare_digest(digest, expected):
+                found = name
+        return found
+
+
+def parse_tokens(text: str) -> dict[str, SecretStr]:
+    """``name=token`` pairs separated by commas or new lines (the FLEET_API_TOKENS format)."""
+    tokens: dict[str, SecretStr] = {}
+    for raw in text.replace(",", "\n").splitlines():
+        item = raw.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, token = item.partition("=")
+        if not sep or not name.strip() or len(token.strip()) < 16:
+            raise ValueError(
+                f"token entry {name.strip() or '?'!r}: use name=token with a token of at "
+                "least 16 characters"
+            )
+        tokens[name.strip()] = SecretStr(token.strip())
+    return tokens
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
