@@ -141,13 +141,15 @@ def export_keras(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     opset: int = DEFAULT_OPSET,
+    extra_metadata: Mapping[str, str] | None = None,
 ) -> ExportReport:
     """Convert with ``tf2onnx.convert.from_keras``, check, embed the spec, write one file.
 
     ``from_keras`` (rather than ``from_function`` or Keras' own export) keeps preprocessing
     layers such as ``Normalization`` inside the graph instead of turning their statistics
     into extra inputs; the input check below would catch it if that ever changed. Nothing is
-    written when the graph or the parity check fails.
+    written when the graph or the parity check fails. ``extra_metadata`` adds further
+    metadata entries (e.g. the registry version the file is meant to become).
     """
     import onnx
     import tf2onnx
@@ -167,7 +169,7 @@ def export_keras(
     except (ValueError, TypeError, RuntimeError) as e:
         raise ExportError(f"tf2onnx could not convert the model: {e}") from e
     _check_graph(model_proto, spec)
-    for key, value in spec.to_metadata().items():
+    for key, value in {**(extra_metadata or {}), **spec.to_metadata()}.items():
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value
     model_proto.producer_name = "edge-mlops cloud-trainer"

@@ -19,7 +19,10 @@ Public API:
   ``models:/name@alias``, ``models:/name/3``, an ``.onnx`` path or a downloaded model folder.
 - ``alias_version(model_name, alias)``; errors: ``RegistryError``, ``ModelNotFoundError``.
 
-Everything uses the active MLflow URIs (``cloud_trainer.stack.mlflow_store.MlflowStore``).
+- ``open_store(location=None) -> MlflowStore`` (activated): a folder or an MLflow URI; by
+  default ``$EDGE_MLOPS_MLFLOW``, ``$MLFLOW_TRACKING_URI`` or ``~/.local/share/edge-mlops/mlflow``.
+
+Everything else uses the active MLflow URIs (``cloud_trainer.stack.mlflow_store.MlflowStore``).
 """
 
 from cloud_trainer.registry.errors import ModelNotFoundError, RegistryError
@@ -31,6 +34,7 @@ from cloud_trainer.registry.gate import (
     decide,
     score_champion,
 )
+from cloud_trainer.registry.location import open_store
 from cloud_trainer.registry.resolve import ResolvedModel, parse_models_uri, resolve_model
 from cloud_trainer.registry.runs import (
     CHALLENGER,
@@ -59,6 +63,7 @@ __all__ = [
     "git_commit",
     "log_onnx_model",
     "log_run_context",
+    "open_store",
     "parse_models_uri",
     "register_version",
     "resolve_model",

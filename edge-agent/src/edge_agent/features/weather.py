@@ -32,7 +32,7 @@ VALID_RANGES: dict[str, tuple[float, float]] = {
     "humidity": (0.01, 1.0),
     "wind_speed_kmph": (0.0, 250.0),
     "wind_bearing_deg": (0.0, 360.0),
-    "visibility_km": (0.05, 100.0),
+    "visibility_km": (0.01, 100.0),
     "pressure_mb": (870.0, 1090.0),
 }
 
