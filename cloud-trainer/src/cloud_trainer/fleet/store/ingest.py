@@ -72,7 +72,9 @@ def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> In
         ins = upsert(conn, t.received).values(
             device_id=key[0], kind=key[1], seq=key[2], received_at=env.received_at
         )
-        if conn.execute(ins.on_conflict_do_nothing()).rowcount == 1:
+        # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+        inserted = conn.execute(ins.on_conflict_do_nothing().returning(t.received.c.seq))
+        if inserted.first() is not None:
             fresh.append(env)
         else:
             result.duplicates += 1

@@ -1,0 +1,134 @@
+"""The fleet store behaves the same on SQLite and on a real PostgreSQL (throwaway database)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from cloud_trainer.fleet.sim import SimulatedDevice
+from cloud_trainer.fleet.store import Envelope, FleetStore, StoreError, queries, sqlite_url
+from edge_agent.protocol import DeviceKind, UpdateState
+
+pytestmark = pytest.mark.integration
+
+POSTGRES_ADMIN = os.environ.get(
+    "EDGE_MLOPS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database of the test's own on the local PostgreSQL, dropped afterwards."""
+    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"fleet_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as e:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN}: {e.orig}")
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "fleet.db")
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def _traffic(now: float) -> list[Envelope]:
+    cam = SimulatedDevice("cam-01", "park", DeviceKind.CAMERA, model_version=3)
+    wx = SimulatedDevice("wx-01", "hill", DeviceKind.WEATHER, model_version=7)
+    messages = [
+        ("park", cam.status()),
+        ("hill", wx.status()),
+        ("park", cam.telemetry()),
+        ("hill", wx.telemetry()),
+        *[("park", cam.prediction("cat")) for _ in range(3)],
+        ("park", cam.prediction("dog")),
+        *[("hill", wx.prediction()) for _ in range(4)],
+        ("park", cam.drift("raised", score=0.5)),
+        ("hill", wx.event(UpdateState.COMMITTED, 8, "rain4h-8")),
+    ]
+    return [Envelope(site, m, now) for site, m in messages]
+
+
+def test_ingest_replay_and_reads_agree_on_both_backends(store_url: str) -> None:
+    store = FleetStore(store_url)
+    try:
+        batch = _traffic(time.time())
+        first = store.ingest(batch)
+        replay = store.ingest(batch)
+        counts = store.counts()
+        cam = store.device("cam-01")
+        wx = store.device("wx-01")
+        distribution = store.read(lambda c: queries.prediction_distribution(c, "cam-01", 0.0))
+        alerts = store.read(lambda c: queries.list_alerts(c, device_id="cam-01"))
+    finally:
+        store.close()
+
+    assert sum(first.stored.values()) == len(batch) and first.duplicates == 0
+    assert sum(replay.stored.values()) == 0 and replay.duplicates == len(batch)
+    assert counts["received"] == len(batch)
+    assert counts["telemetry"] == 2
+    assert counts["drift_episodes"] == 1
+    assert cam is not None and (cam["state"], cam["drift_status"]) == ("online", "drift")
+    assert wx is not None and wx["model_version"] == 8
+    (version,) = distribution["versions"]
+    assert version["total"] == 4
+    assert version["labels"]["cat"]["count"] == 3
+    assert version["labels"]["cat"]["share"] == pytest.approx(0.75)
+    assert alerts[0]["features"][0]["name"] == "brightness"
+
+
+def test_two_writers_on_one_database_store_each_message_once(store_url: str) -> None:
+    """Two service instances can both receive a replayed message; the store keeps one."""
+    stores = [FleetStore(store_url), FleetStore(store_url)]
+    device = SimulatedDevice("cam-07", "park", DeviceKind.CAMERA)
+    now = time.time()
+    batches = [[Envelope("park", device.prediction(), now) for _ in range(50)] for _ in range(8)]
+    errors: list[BaseException] = []
+
+    def write(store: FleetStore) -> None:
+        try:
+            for batch in batches:
+                store.ingest(batch)
+        except BaseException as e:  # reported below, with the backend's own message
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        counts = stores[0].counts()
+        distribution = stores[0].read(lambda c: queries.prediction_distribution(c, "cam-07", 0))
+    finally:
+        for store in stores:
+            store.close()
+    assert counts["received"] == 400
+    assert distribution["versions"][0]["total"] == 400
+
+
+def test_unreachable_or_unsupported_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unsupported database 'mysql'"):
+        FleetStore("mysql://localhost/fleet")
+    with pytest.raises(StoreError, match="cannot reach the fleet database"):
+        FleetStore("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(StoreError, match="invalid database URL"):
+        FleetStore("not a url")
