@@ -19,7 +19,9 @@ COMMAND_MODULES = [
     "cloud_trainer.demo",
     "cloud_trainer.fleet.cli",
     "cloud_trainer.provision.cli",
+    "cloud_trainer.balena.cli",
     "cloud_trainer.release.cli",
+    "cloud_trainer.weather.cli",
 ]
 
 

@@ -95,11 +95,17 @@ def render_mosquitto_conf(layout: BrokerLayout) -> str:
     return "\n".join(lines) + "\n"
 
 
-def healthcheck_command(layout: BrokerLayout, host: str = "localhost") -> list[str]:
-    """A shell-form check: the health identity reads a retained ``$SYS`` topic over TLS."""
-    return [
-        "CMD-SHELL",
+def healthcheck_shell(layout: BrokerLayout, host: str = "localhost") -> str:
+    """The broker's health check: the health identity reads a retained ``$SYS`` topic over TLS.
+
+    In a compose file every ``$`` must be doubled (``compose_escape``).
+    """
+    return (
         f"mosquitto_sub -h {host} -p {layout.tls_port} --cafile {layout.file(CA_NAME)} "
-        f'-u health -P "$$(cat {layout.file(HEALTH_PASSWORD_NAME)})" '
-        f"-t '{HEALTH_TOPIC}' -C 1 -W 5",
-    ]
+        f'-u health -P "$(cat {layout.file(HEALTH_PASSWORD_NAME)})" '
+        f"-t '{HEALTH_TOPIC}' -C 1 -W 5"
+    )
+
+
+def compose_escape(text: str) -> str:
+    return text.replace("$", "$$")
