@@ -312,7 +312,7 @@ class StepExecutor:
             UpdateState.ROLLED_BACK if going_back else UpdateState.COMMITTED,
             to_version=version,
             from_version=active.version if active else None,
-            release_id=record.release_id,
+            release_id=active.release_id if going_back and active else record.release_id,
             reason=reason,
             duration_ms=attempt.ms(),
         )

@@ -156,8 +156,9 @@ class ModelUpdater:
     def offer(self, manifest: ReleaseManifest) -> None:
         with self._lock:
             self._latest = manifest
-            if refusal(self.state, manifest, self.facts) is None:
-                self._latest_acceptable = manifest
+            # Only an acceptable manifest may cancel a download in progress.
+            acceptable = refusal(self.state, manifest, self.facts) is None
+            self._latest_acceptable = manifest if acceptable else None
         self._jobs.put(_Job("release", manifest=manifest))
 
     def command(
