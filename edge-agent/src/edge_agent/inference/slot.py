@@ -29,13 +29,15 @@ class ModelSlot:
     def current(self) -> InferenceEngine:
         return self._engine
 
-    def predict(self, sample: Sample) -> tuple[Prediction, InferenceEngine]:
+    def predict(
+        self, sample: Sample, *, with_stats: bool = True
+    ) -> tuple[Prediction, InferenceEngine]:
         """Predict on the engine current at the start of the call; return which one served."""
         with self._lock:
             engine = self._engine
             self._in_flight[id(engine)] += 1
         try:
-            return engine.predict(sample), engine
+            return engine.predict(sample, with_stats=with_stats), engine
         finally:
             with self._lock:
                 self._in_flight[id(engine)] -= 1
