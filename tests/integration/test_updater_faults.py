@@ -157,13 +157,14 @@ def test_bad_candidates_never_serve(
     fleet: Fleet, tmp_path: Path, case: str, state: UpdateState, expected: str
 ) -> None:
     v1 = fleet.model("v1")
-    options: dict[str, dict[str, Any]] = {
+    all_options: dict[str, dict[str, Any]] = {
         "bit_flip": {"bias": 0.01},
         "wrong_input_shape": {"graph_size": 40, "bias": 0.01},
         "nan_output": {"nan_output": True},
         "slow": {"slow_matmuls": 24, "bias": 0.01},
         "truncated": {"bias": 0.01},
-    }[case]
+    }
+    options = all_options[case]
     v2 = fleet.model("v2", **options)
     manifest = fleet.manifest(v2, 2)
     faulty = None
