@@ -14,7 +14,8 @@ from edge_agent.features.image import IMAGE_STAT_NAMES
 from edge_agent.features.weather import FEATURE_NAMES
 from edge_agent.inference import InferenceEngine, InputError, ModelLoadError, OutputError
 from edge_agent.protocol.bundle import SPEC_METADATA_KEY
-from edge_agent.sources import Sample
+from edge_agent.sources import CameraSourceConfig, Sample, SourceClosed, open_source
+from tests.support.media import pet_frames, write_video
 from tests.support.onnx_models import (
     blue_frame,
     image_classifier,
@@ -195,3 +196,34 @@ def test_load_errors_name_file_and_problem(
         InferenceEngine.load(path)
     assert str(path) in str(info.value)
     assert problem in str(info.value)
+
+
+def test_statistics_can_be_skipped_per_call(catdog: Path) -> None:
+    engine = InferenceEngine.load(catdog)
+    full = engine.predict(frame_sample(red_frame()))
+    lean = engine.predict(frame_sample(red_frame()), with_stats=False)
+    assert lean.input_stats == {} and set(full.input_stats) == set(IMAGE_STAT_NAMES)
+    assert lean.scores == pytest.approx(full.scores)
+
+
+def test_pet_video_through_camera_source_and_engine(
+    tmp_path: Path, catdog: Path, shared_data: Path
+) -> None:
+    video = write_video(tmp_path / "pets.avi", pet_frames(shared_data, 12, (320, 240)), fps=5)
+    source = open_source(
+        CameraSourceConfig(type="camera", uri=str(video), fps=5, pace="fast", on_end="close")
+    )
+    engine = InferenceEngine.load(catdog)
+    predictions = []
+    for _ in range(100):
+        try:
+            sample = source.read(1.0)
+        except SourceClosed:
+            break
+        if sample is not None:
+            predictions.append(engine.predict(sample))
+    assert len(predictions) == 12
+    assert {p.label for p in predictions} <= {"cat", "dog"}
+    assert all(0.5 <= p.confidence <= 1.0 for p in predictions)
+    brightness = [p.input_stats["brightness"] for p in predictions]
+    assert len(set(brightness)) > 6  # real, different photos
