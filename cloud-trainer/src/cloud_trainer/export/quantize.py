@@ -121,7 +121,8 @@ def _calibration_batches(
     return [x[i : i + batch] for i in range(0, len(x), batch)]
 
 
-def _copy_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+def write_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    """Set metadata entries of an ONNX file in place (e.g. the int8 model's own baselines)."""
     import onnx
 
     proto = onnx.load_model(str(path))
@@ -197,7 +198,7 @@ def quantize_int8(
                 op_types_to_quantize=list(QUANTISED_OPS),
                 extra_options={"CalibTensorRangeSymmetric": False},
             )
-            _copy_metadata(partial, carried)
+            write_metadata(partial, carried)
         except (
             RuntimeError,
             ValueError,

@@ -1,0 +1,214 @@
+"""Scoring an ONNX cat/dog model on an image folder, as the device would run it (onnxruntime)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from cloud_trainer.catdog.features import frame_input
+from cloud_trainer.catdog.ingest import DatasetError, ImageRecord, read_image
+from edge_agent.protocol.bundle import ImagePreprocessing, ModelSpec
+from edge_agent.protocol.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """The file is not a loadable ONNX model carrying an image-classification spec."""
+
+
+class ClassScores(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Evaluation(BaseModel):
+    """Scores on one set of labelled images; ``ms_per_image`` is one-frame inference time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    roc_auc: float | None
+    per_class: dict[str, ClassScores]
+    confusion: list[list[int]]
+    labels: list[str]
+    n_images: int
+    ms_per_image: float
+    threads: int
+
+
+@dataclass
+class Predictions:
+    """Per-image outputs kept for plots, baselines and the worst-error sheet."""
+
+    records: list[ImageRecord]
+    y_true: npt.NDArray[np.int64]
+    probabilities: npt.NDArray[np.float32]
+    embeddings: npt.NDArray[np.float32] | None
+    ms_per_image: float
+
+    @property
+    def y_pred(self) -> npt.NDArray[np.int64]:
+        return np.asarray(self.probabilities.argmax(axis=1), dtype=np.int64)
+
+
+@dataclass
+class OnnxClassifier:
+    """An onnxruntime session and the spec read from its own metadata."""
+
+    session: Any
+    spec: ModelSpec
+    threads: int
+
+    @classmethod
+    def load(cls, path: Path, threads: int = 1) -> OnnxClassifier:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except (RuntimeError, ValueError) as e:  # onnxruntime's errors for corrupt models
+            raise ModelLoadError(f"{path}: not a loadable ONNX model: {e}") from e
+        try:
+            spec = ModelSpec.from_metadata(session.get_modelmeta().custom_metadata_map)
+        except ProtocolError as e:
+            raise ModelLoadError(f"{path}: {e}") from e
+        if not isinstance(spec.preprocessing, ImagePreprocessing):
+            raise ModelLoadError(f"{path}: model {spec.name!r} does not take images")
+        return cls(session, spec, threads)
+
+    @property
+    def preprocessing(self) -> ImagePreprocessing:
+        assert isinstance(self.spec.preprocessing, ImagePreprocessing)
+        return self.spec.preprocessing
+
+    def outputs(self) -> list[str]:
+        names = [self.spec.probabilities_output]
+        if self.spec.embedding_output:
+            names.append(self.spec.embedding_output)
+        return names
+
+    def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        name = self.spec.inputs[0].name
+        return [np.asarray(v, np.float32) for v in self.session.run(self.outputs(), {name: batch})]
+
+
+def predict(
+    model: OnnxClassifier,
+    records: Sequence[ImageRecord],
+    progress: Callable[[int, int], None] | None = None,
+) -> Predictions:
+    """One frame at a time, as a camera feeds the device; time only the model call."""
+    index = {label: i for i, label in enumerate(model.spec.labels)}
+    unknown = sorted({r.label for r in records} - set(index))
+    if unknown:
+        raise DatasetError(
+            f"class folder(s) {unknown} are not labels of model {model.spec.name!r} "
+            f"({model.spec.labels})"
+        )
+    probs, embs, times = [], [], []
+    for i, record in enumerate(records):
+        x = frame_input(read_image(record.path), model.preprocessing)[np.newaxis]
+        started = time.perf_counter()
+        out = model.run(x)
+        times.append(time.perf_counter() - started)
+        probs.append(out[0][0])
+        if len(out) > 1:
+            embs.append(out[1][0])
+        if progress is not None:
+            progress(i + 1, len(records))
+    if not records:
+        raise DatasetError("no images to evaluate")
+    probabilities = np.stack(probs)
+    if not np.isfinite(probabilities).all():
+        raise ModelLoadError("model produced NaN or infinite probabilities")
+    y_true = np.array([index[r.label] for r in records], dtype=np.int64)
+    return Predictions(
+        list(records),
+        y_true,
+        probabilities,
+        np.stack(embs) if embs else None,
+        float(np.mean(times) * 1000.0),
+    )
+
+
+def score(predictions: Predictions, labels: list[str], threads: int = 1) -> Evaluation:
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    y, p = predictions.y_true, predictions.y_pred
+    present = sorted(set(y.tolist()))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, p, labels=list(range(len(labels))), zero_division=0
+    )
+    roc: float | None = None
+    if len(present) > 1:
+        probs = predictions.probabilities
+        if len(labels) == 2:
+            roc = float(roc_auc_score(y, probs[:, 1]))
+        else:
+            roc = float(roc_auc_score(y, probs, multi_class="ovr", labels=list(range(len(labels)))))
+    return Evaluation(
+        accuracy=float(accuracy_score(y, p)),
+        balanced_accuracy=float(balanced_accuracy_score(y, p)),
+        macro_f1=float(np.mean([f1[i] for i in present])),
+        roc_auc=roc,
+        per_class={
+            labels[i]: ClassScores(
+                precision=float(precision[i]),
+                recall=float(recall[i]),
+                f1=float(f1[i]),
+                support=int(support[i]),
+            )
+            for i in range(len(labels))
+        },
+        confusion=confusion_matrix(y, p, labels=list(range(len(labels)))).tolist(),
+        labels=labels,
+        n_images=len(y),
+        ms_per_image=predictions.ms_per_image,
+        threads=threads,
+    )
+
+
+def evaluate_model(
+    model: OnnxClassifier,
+    records: Sequence[ImageRecord],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Evaluation, Predictions]:
+    predictions = predict(model, records, progress)
+    return score(predictions, model.spec.labels, model.threads), predictions
+
+
+def subset(predictions: Predictions, keep: Callable[[ImageRecord], bool]) -> Predictions | None:
+    """The predictions for the records ``keep`` selects (e.g. the breeds never trained on)."""
+    idx = [i for i, r in enumerate(predictions.records) if keep(r)]
+    if not idx:
+        return None
+    return Predictions(
+        [predictions.records[i] for i in idx],
+        predictions.y_true[idx],
+        predictions.probabilities[idx],
+        None if predictions.embeddings is None else predictions.embeddings[idx],
+        predictions.ms_per_image,
+    )
