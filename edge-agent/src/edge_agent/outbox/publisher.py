@@ -1,0 +1,238 @@
+"""Moves queued messages from the outbox to the broker and deletes them once acknowledged."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from edge_agent.comms.mqtt import MqttLink, PublishResult
+from edge_agent.outbox.store import OutboxRow, OutboxStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublisherStats:
+    published: int = 0
+    acked: int = 0
+    replayed: int = 0
+    republished: int = 0
+
+
+def _acked(result: PublishResult) -> bool | None:
+    """True once PUBACK arrived, False while pending, None when paho refused the publish."""
+    # PublishResult.wait(0) builds a timed wait per call, which costs more than the publish;
+    # paho's is_published() is a flag read under a lock.
+    info = result._info
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):
+        return None
+
+
+def _wait_quietly(result: PublishResult, timeout: float) -> None:
+    try:
+        result.wait(timeout)
+    except (RuntimeError, ValueError):
+        return
+
+
+class OutboxPublisher:
+    """One thread that keeps up to ``window`` messages in flight, live ones first.
+
+    Two lanes share the window. *Live* rows are those queued while connected; the
+    *backlog* is what piled up during an outage or before a restart. Each round live rows
+    take the free slots first and the backlog gets the rest, so a long replay delays a
+    fresh prediction by at most one window, never by the whole backlog. Both lanes go out
+    in seq order; receivers order and de-duplicate by ``(device_id, seq)``.
+
+    Rows leave the outbox only when the broker acknowledged them (PUBACK). Messages in
+    flight when the link drops stay in paho's queue and are re-sent on reconnection;
+    one paho refused is re-sent from the outbox. A crash re-sends at most one window:
+    a duplicate, never a loss.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        link: MqttLink,
+        *,
+        window: int = 100,
+        replay_rate: float = 0.0,
+        ack_batch: int = 64,
+    ) -> None:
+        self.store = store
+        self.link = link
+        self.window = window
+        self.replay_rate = replay_rate  # messages/s for the backlog; 0 = as the window allows
+        self.ack_batch = ack_batch
+        self.stats = PublisherStats()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inflight: deque[tuple[int, PublishResult, OutboxRow]] = deque()
+        self._inflight_seqs: set[int] = set()
+        self._acked: list[int] = []
+        self._retry: list[OutboxRow] = []
+        # Everything queued before we start is backlog; later rows are live.
+        self._live_cursor = store.last_seq
+        self._backlog_cursor = -1
+        self._backlog_end = store.last_seq
+        self._connected_before = False
+        self._replay_budget = 0.0
+        self._replay_clock = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    # -- control ------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Wake the publisher: a row was queued."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="outbox-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush_timeout: float = 5.0) -> bool:
+        """Stop after trying for up to ``flush_timeout`` s to empty the outbox.
+
+        Returns True when nothing was left unacknowledged.
+        """
+        deadline = time.monotonic() + flush_timeout
+        while time.monotonic() < deadline and self.link.connected.is_set():
+            if self.store.depth == 0:
+                break
+            self._wake.set()
+            time.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(1.0, deadline - time.monotonic() + 1.0))
+        self._flush_acks()
+        return self.store.depth == 0
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def backlog(self) -> int:
+        """Rows still to replay from the backlog lane (an estimate, for telemetry)."""
+        return max(0, self._backlog_end - self._backlog_cursor) if self._backlog_open else 0
+
+    @property
+    def _backlog_open(self) -> bool:
+        return self._backlog_cursor < self._backlog_end
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            if not self.link.connected.is_set():
+                self._connected_before = False
+                self._collect_acks()
+                self._flush_acks()
+                self.link.connected.wait(0.2)
+                continue
+            if not self._connected_before:
+                self._on_connected()
+            self._wake.clear()
+            self._collect_acks()
+            sent = self._fill_window()
+            if len(self._acked) >= self.ack_batch or (not sent and self._acked):
+                self._flush_acks()
+            if sent:
+                continue
+            if len(self._inflight) >= self.window:
+                # Window full: wait for the oldest ack (acks return in publish order).
+                _wait_quietly(self._inflight[0][1], 0.05)
+            elif self._inflight:
+                self._wake.wait(0.002)
+            else:
+                self._wake.wait(0.2)
+        self._collect_acks()
+
+    def _on_connected(self) -> None:
+        """After (re)connecting: what queued up meanwhile becomes backlog."""
+        self._connected_before = True
+        top = self.store.last_seq
+        if top > self._live_cursor:
+            if not self._backlog_open:
+                self._backlog_cursor = self._live_cursor
+            self._backlog_end = top
+            self._live_cursor = top
+        if self._backlog_open:
+            log.info("replaying outbox backlog up to seq %s", self._backlog_end)
+
+    def _collect_acks(self) -> None:
+        while self._inflight:
+            seq, result, row = self._inflight[0]
+            state = _acked(result)
+            if state is False:
+                break
+            self._inflight.popleft()
+            self._inflight_seqs.discard(seq)
+            if state is None:
+                self._retry.append(row)
+                continue
+            self._acked.append(seq)
+            self.stats.acked += 1
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            self.store.ack(self._acked)
+            self._acked = []
+
+    def _fill_window(self) -> int:
+        room = self.window - len(self._inflight)
+        if room <= 0:
+            return 0
+        sent = 0
+        while self._retry and sent < room:
+            self._send(self._retry.pop(0))
+            self.stats.republished += 1
+            sent += 1
+        if sent < room:
+            rows = self.store.fetch(self._live_cursor, room - sent)
+            for row in rows:
+                self._send(row)
+                self._live_cursor = row.seq
+            sent += len(rows)
+        if sent < room and self._backlog_open:
+            sent += self._replay(room - sent)
+        return sent
+
+    def _replay(self, room: int) -> int:
+        if self.replay_rate > 0:
+            now = time.monotonic()
+            self._replay_budget = min(
+                self.replay_rate,
+                self._replay_budget + (now - self._replay_clock) * self.replay_rate,
+            )
+            self._replay_clock = now
+            room = min(room, int(self._replay_budget))
+            if room <= 0:
+                return 0
+        rows = self.store.fetch(self._backlog_cursor, room, upto=self._backlog_end)
+        if not rows:
+            self._backlog_cursor = self._backlog_end
+            log.info("outbox backlog replayed")
+            return 0
+        sent = 0
+        for row in rows:
+            self._backlog_cursor = row.seq
+            if row.seq in self._inflight_seqs:
+                continue
+            self._send(row)
+            sent += 1
+        self.stats.replayed += sent
+        self._replay_budget -= sent
+        return sent
+
+    def _send(self, row: OutboxRow) -> None:
+        result = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+        self._inflight.append((row.seq, result, row))
+        self._inflight_seqs.add(row.seq)
+        self.stats.published += 1
