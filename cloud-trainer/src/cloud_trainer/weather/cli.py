@@ -64,7 +64,7 @@ def run_train(args: argparse.Namespace) -> int:
         quick=args.quick,
         seed=args.seed,
         work_dir=args.work_dir,
-        register=not args.no_register,
+        register_model=not args.no_register,
     )
     started = time.monotonic()
     with Progress(

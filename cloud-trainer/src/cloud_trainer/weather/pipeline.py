@@ -159,7 +159,7 @@ def train_weather(
     step(STEPS[5])
     commit = git_commit()
     spec = model_spec(settings, best, drift_baseline(split, best), version, commit)
-    store = open_store(settings.store) if settings.register else None
+    store = open_store(settings.store) if settings.register_model else None
     expected_version = _next_version(settings.model_name) if store else None
     extra = {"edge_mlops.data_version": version}
     if expected_version is not None:

@@ -28,7 +28,7 @@ class TrainSettings(BaseModel):
     parity_tolerance: float = Field(default=DEFAULT_TOLERANCE, gt=0)
     min_gain_over_persistence: float = Field(default=0.0, ge=0)
     min_gain_over_champion: float = Field(default=0.0, ge=0)
-    register: bool = True
+    register_model: bool = True
 
 
 def repository_root() -> Path:
