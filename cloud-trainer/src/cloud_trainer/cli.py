@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "cloud_trainer.balena.cli",
     "cloud_trainer.release.cli",
     "cloud_trainer.weather.cli",
+    "cloud_trainer.catdog.cli",
 ]
 
 

@@ -185,23 +185,29 @@ def data_version(records: list[ImageRecord]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
-def class_folders(root: Path) -> list[Path]:
+def class_folders(root: Path, min_classes: int = 2) -> list[Path]:
     if not root.is_dir():
         raise DatasetError(f"data folder {root} does not exist or is not a folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(folders) < 2:
+    if len(folders) < min_classes:
         raise DatasetError(
-            f"{root} must hold one sub-folder per class (at least two); found "
+            f"{root} must hold one sub-folder per class (at least {min_classes}); found "
             f"{[p.name for p in folders]}"
         )
     return folders
 
 
 def scan_folder(
-    root: Path, progress: Callable[[int, int], None] | None = None
+    root: Path,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    min_classes: int = 2,
 ) -> tuple[list[ImageRecord], DataReport]:
-    """Every usable image under ``root/<class>/``, and the report of what was not used."""
-    folders = class_folders(root)
+    """Every usable image under ``root/<class>/``, and the report of what was not used.
+
+    Scoring may use a folder of one class (e.g. only cats); training needs two or more.
+    """
+    folders = class_folders(root, min_classes)
     files = [
         (folder.name, f)
         for folder in folders
