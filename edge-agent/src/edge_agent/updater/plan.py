@@ -172,10 +172,10 @@ def plan_command(state: UpdaterState, action: str, args: Mapping[str, ArgValue])
             target = state.active.version
         else:
             return [Step(StepKind.REJECT, "nothing to pin: no model is active")]
-        return [
-            *_switch(state, target, f"pinned to version {target}"),
-            Step(StepKind.PIN, None, target),
-        ]
+        switch = _switch(state, target, f"pinned to version {target}")
+        if any(step.kind is StepKind.REJECT for step in switch):
+            return switch
+        return [*switch, Step(StepKind.PIN, None, target)]
     return [Step(StepKind.REJECT, f"the updater does not handle {action!r}")]
 
 
