@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,12 @@ def test_json_readings_over_the_broker(broker_endpoint: BrokerEndpoint) -> None:
     )
     source = open_source(config, mqtt=link)
     try:
-        time.sleep(0.2)  # the subscription is live before the sensor talks
+        # The broker handles SUBSCRIBEs in order: once a probe subscribed after the sensor
+        # topic echoes back, the sensor subscription is live.
+        echoed = threading.Event()
+        link.subscribe(f"{topic}/probe", lambda _t, _p: echoed.set())
+        assert link.publish(f"{topic}/probe", b"1").wait(5)
+        assert echoed.wait(5)
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         hours = 12
         t0 = now - timedelta(hours=hours)
