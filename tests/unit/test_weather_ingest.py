@@ -92,8 +92,13 @@ def test_bad_timestamps_dropped_and_naive_assumed_utc(tmp_path: Path) -> None:
     rows[3]["Timestamp"] = "yesterday"
     rows[4]["Timestamp"] = "2015-01-01 04:00:00"
     rows[5]["Timestamp"] = "2015-01-01 05:30:00+00:00"
-    history, report = load_station_history(write_csv(tmp_path / "x.csv.gz", rows))
+    far_future = {**rows[6], "Timestamp": "2815-01-01 06:00:00+01:00"}
+    long_ago = {**rows[6], "Timestamp": "1015-01-01 06:00:00+01:00"}
+    history, report = load_station_history(
+        write_csv(tmp_path / "x.csv.gz", [*rows, far_future, long_ago])
+    )
     assert report.unparsable_timestamps == 1 and report.naive_timestamps_assumed_utc == 2
+    assert report.implausible_timestamps == 2 and len(history) == 10
     assert report.off_hour_timestamps == 1
     assert report.missing_hours == 1  # hour 3 lost with its unparsable timestamp
     assert not np.isnan(history.readings["temperature_c"][4])
@@ -125,7 +130,7 @@ def test_mostly_unparsable_timestamps_are_a_schema_error(tmp_path: Path) -> None
     rows = station_rows(START, 6)
     for row in rows[:4]:
         row["Timestamp"] = "01/02/2015 3pm"
-    with pytest.raises(WeatherDataError, match="4 of 6 timestamps"):
+    with pytest.raises(WeatherDataError, match="4 of 6 timestamps cannot be parsed"):
         load_station_history(write_csv(tmp_path / "x.csv", rows))
 
 

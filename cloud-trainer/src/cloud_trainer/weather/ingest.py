@@ -28,6 +28,9 @@ READING_COLUMNS: dict[str, str] = {
 REQUIRED_COLUMNS = (TIMESTAMP_COLUMN, *READING_COLUMNS, CONDITION_COLUMN)
 # Above this share of unusable timestamps the file is not a station history of this format.
 MAX_BAD_TIMESTAMP_SHARE = 0.5
+# Timestamps outside this window are typos (the grid between them would be millions of hours).
+EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
+FUTURE_SLACK = pd.Timedelta(days=1)
 
 
 class WeatherDataError(ValueError):
@@ -42,6 +45,9 @@ class DataReport(BaseModel):
     source: str
     rows_read: int = 0
     unparsable_timestamps: int = 0
+    implausible_timestamps: int = Field(
+        default=0, description="Before 1970 or in the future: dropped."
+    )
     naive_timestamps_assumed_utc: int = 0
     utc_offsets: dict[str, int] = Field(default_factory=dict)
     backward_time_jumps: int = 0
@@ -102,18 +108,21 @@ def _parse_timestamps(raw: pd.Series, report: DataReport) -> pd.Series:
     report.naive_timestamps_assumed_utc = int((offsets.isna() & (text != "")).sum())
     parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
     report.unparsable_timestamps = int(parsed.isna().sum())
-    return parsed
+    outside = (parsed < EARLIEST) | (parsed > pd.Timestamp.now(tz="UTC") + FUTURE_SLACK)
+    report.implausible_timestamps = int(outside.sum())
+    return parsed.mask(outside)
 
 
 def clean_station_table(frame: pd.DataFrame, source: str) -> tuple[HourlyHistory, DataReport]:
     """Validate and repair a raw table: UTC, hourly, ordered, de-duplicated, faults as missing."""
     report = DataReport(source=source, rows_read=len(frame))
     ts = _parse_timestamps(frame[TIMESTAMP_COLUMN], report)
-    if report.unparsable_timestamps > MAX_BAD_TIMESTAMP_SHARE * len(frame):
+    bad = report.unparsable_timestamps + report.implausible_timestamps
+    if bad > MAX_BAD_TIMESTAMP_SHARE * len(frame):
         example = frame.loc[ts.isna(), TIMESTAMP_COLUMN].iloc[0]
         raise WeatherDataError(
-            f"{source}: {report.unparsable_timestamps} of {len(frame)} timestamps cannot be "
-            f"parsed (e.g. {example!r}); expected ISO 8601 such as 2006-04-01 00:00:00+02:00"
+            f"{source}: {bad} of {len(frame)} timestamps cannot be parsed or are implausible "
+            f"(e.g. {example!r}); expected ISO 8601 such as 2006-04-01 00:00:00+02:00"
         )
     data = pd.DataFrame({"ts": ts})
     for column, name in READING_COLUMNS.items():
