@@ -50,6 +50,9 @@ class IngestResult:
     alerts: list[StoredAlert] = field(default_factory=list)
 
 
+CLAIM_CHUNK = 500
+
+
 def _ts(message: MessageBase) -> float:
     return message.ts.timestamp()
 
@@ -61,35 +64,23 @@ def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> In
     mistaken for a replay; a store-and-forward replay repeats all three.
     """
     result = IngestResult()
-    fresh: list[Envelope] = []
-    seen_in_batch: set[tuple[str, str, int]] = set()
-    for env in batch:
-        key = (env.message.device_id, env.kind, env.message.seq)
-        if key in seen_in_batch:
-            result.duplicates += 1
-            continue
-        seen_in_batch.add(key)
-        ins = upsert(conn, t.received).values(
-            device_id=key[0], kind=key[1], seq=key[2], received_at=env.received_at
-        )
-        # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-        inserted = conn.execute(ins.on_conflict_do_nothing().returning(t.received.c.seq))
-        if inserted.first() is not None:
-            fresh.append(env)
-        else:
-            result.duplicates += 1
+    fresh = _claim_new(conn, batch, result)
     _touch_devices(conn, batch)
     buckets: dict[tuple[str, str, int, float, str], list[float]] = {}
+    telemetry_rows: list[dict[str, Any]] = []
+    models: dict[str, tuple[int, str, int]] = {}
     for env in fresh:
         msg = env.message
         result.stored[env.kind] += 1
         if isinstance(msg, StatusMessage):
             _apply_status(conn, msg)
         elif isinstance(msg, TelemetryMessage):
-            _insert_telemetry(conn, msg)
+            telemetry_rows.append(_telemetry_row(msg))
+            if msg.model_name is not None and msg.model_version is not None:
+                _note_model(models, msg.device_id, msg.seq, msg.model_name, msg.model_version)
         elif isinstance(msg, PredictionMessage):
             _add_to_bucket(buckets, msg, bucket_s)
-            _set_model(conn, msg.device_id, msg.seq, msg.model_name, msg.model_version)
+            _note_model(models, msg.device_id, msg.seq, msg.model_name, msg.model_version)
         elif isinstance(msg, DriftAlert):
             alert_id = _insert_alert(conn, msg, env.received_at)
             result.alerts.append(StoredAlert(alert_id, env.site, msg))
@@ -97,8 +88,48 @@ def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> In
             _insert_event(conn, msg, env.received_at)
         elif isinstance(msg, CommandAck):
             _insert_ack(conn, msg, env.received_at)
+    if telemetry_rows:
+        conn.execute(t.telemetry.insert(), telemetry_rows)
+    for device_id, (seq, name, version) in sorted(models.items()):
+        _set_model(conn, device_id, seq, name, version)
     _flush_buckets(conn, buckets)
     return result
+
+
+def _claim_new(conn: Connection, batch: list[Envelope], result: IngestResult) -> list[Envelope]:
+    """Insert the batch's keys into ``received``; the ones that went in are the new messages.
+
+    One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING per chunk: the database
+    decides, so two instances racing on a replayed message cannot both store it.
+    """
+    unique: dict[tuple[str, str, int], Envelope] = {}
+    for env in batch:
+        key = (env.message.device_id, env.kind, env.message.seq)
+        if key in unique:
+            result.duplicates += 1
+        else:
+            unique[key] = env
+    keys = list(unique)
+    inserted: set[tuple[str, str, int]] = set()
+    r = t.received.c
+    for start in range(0, len(keys), CLAIM_CHUNK):
+        rows = [
+            {"device_id": d, "kind": k, "seq": s, "received_at": unique[(d, k, s)].received_at}
+            for d, k, s in keys[start : start + CLAIM_CHUNK]
+        ]
+        ins = upsert(conn, t.received).values(rows).on_conflict_do_nothing()
+        for device_id, kind, seq in conn.execute(ins.returning(r.device_id, r.kind, r.seq)):
+            inserted.add((device_id, kind, int(seq)))
+    fresh = [env for key, env in unique.items() if key in inserted]
+    result.duplicates += len(unique) - len(fresh)
+    return fresh
+
+
+def _note_model(
+    models: dict[str, tuple[int, str, int]], device_id: str, seq: int, name: str, version: int
+) -> None:
+    if device_id not in models or models[device_id][0] < seq:
+        models[device_id] = (seq, name, version)
 
 
 def _touch_devices(conn: Connection, batch: list[Envelope]) -> None:
@@ -157,12 +188,10 @@ def _apply_status(conn: Connection, msg: StatusMessage) -> None:
         _set_model(conn, msg.device_id, msg.seq, msg.model_name, msg.model_version)
 
 
-def _insert_telemetry(conn: Connection, msg: TelemetryMessage) -> None:
+def _telemetry_row(msg: TelemetryMessage) -> dict[str, Any]:
     row = msg.model_dump(exclude={"schema_version", "type", "open_fds"})
     row["ts"] = _ts(msg)
-    conn.execute(t.telemetry.insert().values(row))
-    if msg.model_name is not None and msg.model_version is not None:
-        _set_model(conn, msg.device_id, msg.seq, msg.model_name, msg.model_version)
+    return row
 
 
 def _add_to_bucket(
