@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 # Each module exposes ``register(subparsers)``, adding its verbs with ``func`` set to a
 # callable ``(args) -> int``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["edge_agent.config.cli", "edge_agent.runtime.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,6 +123,12 @@ class ModelConfig(ConfigModel):
         title="Model file",
         description="ONNX file (with its spec in metadata) served when no update is active.",
     )
+    version: int = Field(
+        default=0,
+        ge=0,
+        title="Version",
+        description="Registry version of the fixed model file (the updater reports its own).",
+    )
     threads: int = Field(
         default=1, ge=1, le=64, title="Threads", description="onnxruntime intra-op threads."
     )

@@ -1,0 +1,207 @@
+"""FastAPI routes of the local API; reads go straight to the agent, changes need the token."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+
+from edge_agent import __version__
+from edge_agent.api.metrics import render_metrics
+from edge_agent.inference import InputError, OutputError
+from edge_agent.protocol.messages import Command, utc_now
+from edge_agent.sources import Sample
+
+if TYPE_CHECKING:
+    from edge_agent.runtime.agent import EdgeAgent
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/bmp", "image/webp", "application/octet-stream")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def _decode_image(body: bytes) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    if not body:
+        raise HTTPException(400, "empty body: send an image (JPEG, PNG) or a JSON feature row")
+    frame = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if frame is None or frame.ndim != 3:
+        raise HTTPException(400, "body is not a decodable image (JPEG, PNG, BMP, WebP)")
+    return frame.astype(np.uint8, copy=False)
+
+
+def _feature_row(body: bytes) -> dict[str, float]:
+    try:
+        data = json.loads(body, parse_constant=lambda c: float("nan"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HTTPException(400, f"body is not valid JSON: {e}") from e
+    row = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(row, dict) or not row:
+        raise HTTPException(422, 'expected {"features": {"name": number, ...}}')
+    bad = [k for k, v in row.items() if not isinstance(v, int | float) or isinstance(v, bool)]
+    if bad:
+        raise HTTPException(422, f"features must be numbers: {', '.join(map(str, bad[:5]))}")
+    return {str(k): float(v) for k, v in row.items()}
+
+
+def create_app(
+    agent: EdgeAgent,
+    *,
+    token: str | None,
+    max_request_bytes: int = 8 * 1024 * 1024,
+    max_concurrent_predict: int = 2,
+) -> FastAPI:
+    app = FastAPI(title="edge-agent local API", version=__version__, docs_url=None, redoc_url=None)
+    predict_gate = threading.BoundedSemaphore(max_concurrent_predict)
+
+    def require_token(request: Request) -> None:
+        if token is None:
+            raise HTTPException(403, "no API token configured: state-changing calls are disabled")
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        workers = {
+            name: {"alive": agent.supervisor.alive(name), "restarts": state.restarts}
+            for name, state in agent.supervisor.workers.items()
+        }
+        ok = agent.supervisor.healthy
+        body = {"status": "ok" if ok else "failing", "state": agent.state, "workers": workers}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        serving = agent.source is None or agent.supervisor.alive("inference")
+        body = {
+            "ready": serving,
+            "model": agent.slot.current.spec.name,
+            "broker_connected": agent.link.connected.is_set(),
+            "outbox_depth": agent.store.depth,
+        }
+        return JSONResponse(body, status_code=200 if serving else 503)
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(render_metrics(agent), media_type="text/plain; version=0.0.4")
+
+    @app.get("/model")
+    def model() -> dict[str, Any]:
+        engine = agent.slot.current
+        spec = engine.spec
+        return {
+            "name": spec.name,
+            "version": agent.model_version(engine),
+            "sha256": engine.sha256,
+            "task": spec.task,
+            "labels": spec.labels,
+            "inputs": [i.model_dump(mode="json") for i in spec.inputs],
+            "preprocessing": spec.preprocessing.kind,
+            "decision_threshold": spec.decision_threshold,
+            "latency_budget_ms": spec.latency_budget_ms,
+            "data_version": spec.data_version,
+        }
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        try:
+            body = await _read_capped(request, max_request_bytes)
+        except _TooLarge:
+            raise HTTPException(413, f"request larger than {max_request_bytes} bytes") from None
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        ts = utc_now()
+        input_id = f"api-{uuid.uuid4().hex[:12]}"
+        if content_type == "application/json":
+            sample = Sample(ts=ts, input_id=input_id, features=_feature_row(body))
+        elif content_type in IMAGE_TYPES:
+            sample = Sample(ts=ts, input_id=input_id, frame=_decode_image(body))
+        else:
+            raise HTTPException(
+                415, f"unsupported content type {content_type!r}: send image/* or JSON"
+            )
+        if not predict_gate.acquire(blocking=False):
+            raise HTTPException(503, "busy: too many predictions at once", {"Retry-After": "1"})
+        try:
+            prediction, engine = await run_in_threadpool(agent.slot.predict, sample)
+        except InputError as e:
+            raise HTTPException(422, str(e)) from e
+        except OutputError as e:
+            raise HTTPException(500, f"model output refused: {e}") from e
+        finally:
+            predict_gate.release()
+        return {
+            "label": prediction.label,
+            "confidence": prediction.confidence,
+            "scores": prediction.scores,
+            "latency_ms": prediction.latency_ms,
+            "model": engine.spec.name,
+            "version": agent.model_version(engine),
+        }
+
+    @app.get("/drift")
+    def drift() -> dict[str, object]:
+        if agent.drift_provider is None:
+            raise HTTPException(404, "drift monitor not configured")
+        return agent.drift_provider()
+
+    @app.post("/commands/{action}")
+    async def command(action: str, request: Request) -> dict[str, Any]:
+        require_token(request)
+        try:
+            body = await _read_capped(request, 64 * 1024)
+            args = json.loads(body) if body else {}
+        except _TooLarge:
+            raise HTTPException(413, "command arguments larger than 64 KiB") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise HTTPException(400, f"arguments are not valid JSON: {e}") from e
+        try:
+            cmd = Command(
+                device_id=agent.config.device_id,
+                ts=utc_now(),
+                seq=0,
+                cmd_id=f"local-{int(time.time() * 1000)}",
+                action=action,
+                args=args,
+                issued_by="local-api",
+            )
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise HTTPException(422, f"invalid command: {problems}") from e
+        ack = await run_in_threadpool(agent.run_command, cmd)
+        status = 200 if ack.result == "done" else 409
+        if status != 200:
+            raise HTTPException(status, f"{ack.result}: {ack.detail}")
+        return {"cmd_id": ack.cmd_id, "result": ack.result, "detail": ack.detail}
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    return app

@@ -1,0 +1,1 @@
+"""The agent process: source → model → outbox → broker, telemetry, commands, supervision."""

@@ -1,0 +1,369 @@
+"""The edge agent: reads samples, predicts, and publishes everything through the outbox."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from edge_agent import __version__
+from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink, Will
+from edge_agent.config.device import DeviceConfig
+from edge_agent.inference import InferenceEngine, InputError, ModelSlot, OutputError, Prediction
+from edge_agent.outbox import OutboxPublisher, OutboxStore, priority_of
+from edge_agent.protocol import (
+    Channel,
+    Command,
+    CommandAck,
+    MessageBase,
+    PredictionMessage,
+    StatusMessage,
+    TelemetryMessage,
+    TopicTree,
+    encode,
+    safe_decode,
+    utc_now,
+)
+from edge_agent.protocol.messages import CommandAction
+from edge_agent.runtime.commands import CommandHandler, CommandRouter
+from edge_agent.runtime.supervisor import Supervisor
+from edge_agent.runtime.telemetry import HostSampler
+from edge_agent.sources import Sample, Source, SourceClosed
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=MessageBase)
+PredictionObserver = Callable[[Sample, Prediction, InferenceEngine], None]
+Predictor = Callable[[ModelSlot, Sample], tuple[Prediction, InferenceEngine]]
+VersionOf = Callable[[InferenceEngine], int]
+DriftProvider = Callable[[], dict[str, object]]
+
+
+def broker_endpoint(config: DeviceConfig) -> BrokerEndpoint:
+    broker = config.broker
+    tls = broker.tls
+    return BrokerEndpoint(
+        host=broker.host,
+        port=broker.port,
+        username=broker.username,
+        password=broker.password(),
+        ca_file=str(tls.ca_file) if tls else None,
+        cert_file=str(tls.cert_file) if tls and tls.cert_file else None,
+        key_file=str(tls.key_file) if tls and tls.key_file else None,
+        keepalive_s=broker.keepalive_s,
+    )
+
+
+class EdgeAgent:
+    """One device's agent. Extension points for other components:
+
+    - ``on_prediction(fn)``: ``fn(sample, prediction, engine)`` after each published
+      prediction (drift monitor, probation); runs on the inference thread, keep it quick.
+    - ``command_handler(action, fn)``: answer ``rollback``, ``pin``, ``update_check``,
+      ``capture`` ...; ``fn(command)`` returns a detail or raises CommandRejected.
+    - ``publish_event(message)``: send a drift alert, update event or ack through the
+      outbox; the agent stamps device id and seq.
+    - ``set_predictor(fn)``, ``set_version_of(fn)``, ``set_drift_provider(fn)``: let the
+      updater route calls during probation, name the serving version, fill ``/drift``.
+    """
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        engine: InferenceEngine,
+        source: Source | None,
+        *,
+        link: MqttLink | None = None,
+    ) -> None:
+        self.config = config
+        self.tree = TopicTree(config.broker.topic_root)
+        self.slot = ModelSlot(engine)
+        self.source = source
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.store = OutboxStore(
+            config.limits.outbox_path,
+            budget_bytes=config.limits.outbox_budget_bytes,
+            synchronous=config.limits.outbox_sync,
+        )
+        self.host = HostSampler(config.limits.outbox_path.parent)
+        self.router = CommandRouter(config.device_id)
+        self.supervisor = Supervisor()
+        self.started_at = time.monotonic()
+        self.state = "starting"
+        self.predictions = 0
+        self.last_prediction_at: float | None = None
+        self._observers: list[PredictionObserver] = []
+        self._predictor: Predictor = lambda slot, sample: slot.predict(sample)
+        self._version_of: VersionOf = lambda _engine: config.model.version
+        self.drift_provider: DriftProvider | None = None
+        self._commands: queue.Queue[Command] = queue.Queue(maxsize=256)
+        self._min_interval = 1.0 / (config.limits.max_predictions_per_s or float("inf"))
+        self._stopped = threading.Event()
+        will = Will(
+            self._topic(Channel.STATUS), encode(self._status("offline", self.store.reserve_seq()))
+        )
+        self.link = link or MqttLink(
+            broker_endpoint(config),
+            client_id=f"{config.device_id}-{uuid.uuid4().hex[:8]}",
+            will=will,
+            max_inflight=config.broker.max_inflight,
+            # Jittered first delay: a fleet does not reconnect in lockstep after a restart.
+            reconnect_min_s=random.uniform(1.0, 3.0),  # noqa: S311 - not security
+            reconnect_max_s=config.broker.reconnect_max_s,
+        )
+        self.publisher = OutboxPublisher(
+            self.store,
+            self.link,
+            window=config.broker.max_inflight,
+            replay_rate=config.limits.replay_rate,
+        )
+
+    # -- extension points ---------------------------------------------------------------
+
+    def on_prediction(self, observer: PredictionObserver) -> None:
+        self._observers.append(observer)
+
+    def command_handler(self, action: CommandAction, handler: CommandHandler) -> None:
+        self.router.register(action, handler)
+
+    def set_predictor(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+
+    def set_version_of(self, version_of: VersionOf) -> None:
+        self._version_of = version_of
+
+    def model_version(self, engine: InferenceEngine) -> int:
+        return self._version_of(engine)
+
+    def set_drift_provider(self, provider: DriftProvider) -> None:
+        self.drift_provider = provider
+
+    def publish_event(self, message: M) -> int | None:
+        """Queue ``message`` on its channel; returns its seq, or None if the outbox dropped it."""
+        channel = {
+            "drift": Channel.DRIFT,
+            "event": Channel.EVENTS,
+            "cmd_ack": Channel.CMD_ACK,
+            "telemetry": Channel.TELEMETRY,
+            "prediction": Channel.PREDICTIONS,
+        }.get(str(getattr(message, "type", "")))
+        if channel is None:
+            raise ValueError(f"cannot publish a {type(message).__name__} through the outbox")
+        return self._queue(message, channel)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def _topic(self, channel: Channel) -> str:
+        return self.tree.device(self.config.site, self.config.device_id, channel)
+
+    def _queue(self, message: MessageBase, channel: Channel) -> int | None:
+        fixed = {"device_id": self.config.device_id}
+
+        def payload(seq: int) -> bytes:
+            return encode(message.model_copy(update={**fixed, "seq": seq}))
+
+        seq = self.store.append(
+            self._topic(channel), payload, priority_of(str(getattr(message, "type", "")))
+        )
+        self.publisher.notify()
+        return seq
+
+    def _status(self, state: str, seq: int, detail: str | None = None) -> StatusMessage:
+        engine = self.slot.current
+        return StatusMessage(
+            device_id=self.config.device_id,
+            ts=utc_now(),
+            seq=seq,
+            state=state,
+            site=self.config.site,
+            kind=self.config.kind,
+            agent_version=__version__,
+            model_name=engine.spec.name,
+            model_version=self._version_of(engine),
+            detail=detail,
+        )
+
+    def publish_status(self, state: str, detail: str | None = None) -> None:
+        """The retained status goes straight to the broker: only the latest one matters."""
+        self.state = state
+        if self.link.connected.is_set():
+            message = self._status(state, self.store.reserve_seq(), detail)
+            self.link.publish(self._topic(Channel.STATUS), encode(message), qos=1, retain=True)
+
+    # -- workers --------------------------------------------------------------------------
+
+    def _inference_worker(self, stopping: threading.Event) -> None:
+        if self.source is None:
+            stopping.wait()
+            return
+        next_allowed = 0.0
+        while not stopping.is_set():
+            try:
+                sample = self.source.read(0.5)
+            except SourceClosed:
+                log.info("source %s ended", self.source.name)
+                return
+            if sample is None:
+                continue
+            now = time.monotonic()
+            if now < next_allowed:
+                self.counters["rate_capped"] += 1
+                continue
+            next_allowed = now + self._min_interval
+            self.handle_sample(sample)
+
+    def handle_sample(self, sample: Sample) -> int | None:
+        """Predict on one sample and queue the prediction; returns its seq."""
+        try:
+            prediction, engine = self._predictor(self.slot, sample)
+        except InputError as e:
+            self.counters["rejected_input"] += 1
+            log.debug("sample %s rejected: %s", sample.input_id, e)
+            return None
+        except OutputError as e:
+            self.counters["output_error"] += 1
+            log.warning("model output refused for %s: %s", sample.input_id, e)
+            return None
+        spec = engine.spec
+        message = PredictionMessage(
+            device_id=self.config.device_id,
+            ts=utc_now(),
+            seq=0,
+            model_name=spec.name,
+            model_version=self._version_of(engine),
+            label=prediction.label,
+            confidence=min(1.0, max(0.0, prediction.confidence)),
+            scores=prediction.scores,
+            latency_ms=prediction.latency_ms,
+            input_ts=sample.ts,
+            input_id=sample.input_id[:128] or None,
+            horizon_s=spec.horizon_s,
+        )
+        seq = self._queue(message, Channel.PREDICTIONS)
+        self.predictions += 1
+        self.last_prediction_at = time.monotonic()
+        for observer in self._observers:
+            try:
+                observer(sample, prediction, engine)
+            except Exception:  # an observer's bug must not stop inference
+                log.exception("prediction observer %r failed", observer)
+        return seq
+
+    def telemetry_message(self) -> TelemetryMessage:
+        reading = self.host.read()
+        engine = self.slot.current
+        latency = engine.latency.snapshot()
+        dropped = {f"outbox_{k}": v for k, v in self.store.dropped().items()}
+        dropped.update({k: v for k, v in self.counters.items() if v > 0})
+        if self.source is not None:
+            dropped.update(
+                {f"source_{k}"[:128]: int(v) for k, v in self.source.counters.items() if v > 0}
+            )
+        return TelemetryMessage(
+            device_id=self.config.device_id,
+            ts=utc_now(),
+            seq=0,
+            uptime_s=reading.uptime_s,
+            cpu_percent=reading.cpu_percent,
+            mem_percent=reading.mem_percent,
+            disk_percent=reading.disk_percent,
+            temperature_c=reading.temperature_c,
+            rss_bytes=reading.rss_bytes,
+            open_fds=reading.open_fds,
+            inference_p50_ms=latency.p50_ms if latency.count else None,
+            inference_p95_ms=latency.p95_ms if latency.count else None,
+            fps=latency.fps,
+            outbox_depth=self.store.depth,
+            dropped=dropped,
+            model_name=engine.spec.name,
+            model_version=self._version_of(engine),
+        )
+
+    def _telemetry_worker(self, stopping: threading.Event) -> None:
+        interval = self.config.limits.telemetry_interval_s
+        limit = self.config.limits.memory_limit_mb
+        while not stopping.wait(interval):
+            message = self.telemetry_message()
+            self._queue(message, Channel.TELEMETRY)
+            over = limit is not None and message.rss_bytes > limit * 1024 * 1024
+            wanted = "degraded" if over or not self.supervisor.healthy else "online"
+            if wanted != self.state:
+                self.publish_status(wanted, "memory over limit" if over else None)
+
+    def _command_worker(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            try:
+                command = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.run_command(command)
+
+    def run_command(self, command: Command) -> CommandAck:
+        outcome = self.router.handle(command)
+        ack = CommandAck(
+            device_id=self.config.device_id,
+            ts=utc_now(),
+            seq=0,
+            cmd_id=command.cmd_id,
+            result=outcome.result,
+            detail=outcome.detail,
+        )
+        self._queue(ack, Channel.CMD_ACK)
+        log.info("command %s %s: %s", command.action, outcome.result, outcome.detail)
+        return ack
+
+    def _on_cmd(self, topic: str, payload: bytes) -> None:
+        decoded = safe_decode(payload)
+        if not isinstance(decoded, Command):
+            self.counters["bad_commands"] += 1
+            log.warning("ignored payload on %s: %s", topic, decoded)
+            return
+        try:
+            self._commands.put_nowait(decoded)
+        except queue.Full:
+            self.counters["commands_overflow"] += 1
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, connect_timeout: float | None = None) -> None:
+        self.link.subscribe(self._topic(Channel.CMD), self._on_cmd)
+        self.link.on_connect(lambda: self.publish_status(self.state))
+        self.supervisor.add("inference", self._inference_worker)
+        self.supervisor.add("telemetry", self._telemetry_worker)
+        self.supervisor.add("commands", self._command_worker)
+        self.supervisor.add("publisher", lambda _s: self.publisher.run())
+        self.state = "online"
+        self.link.start(timeout=connect_timeout)
+        self.supervisor.start()
+        log.info(
+            "agent %s/%s started: model %s, outbox depth %s",
+            self.config.site,
+            self.config.device_id,
+            self.slot.current.spec.name,
+            self.store.depth,
+        )
+
+    def stop(self) -> bool:
+        """Graceful stop: inference stops, the outbox is flushed (bounded), offline is sent."""
+        if self._stopped.is_set():
+            return self.store.depth == 0
+        self._stopped.set()
+        self.state = "stopping"
+        self.supervisor.stopping.set()
+        self.publish_status("stopping")
+        flushed = self.publisher.stop(self.config.limits.flush_timeout_s)
+        self.supervisor.stop(timeout=5.0)
+        offline = self._status("offline", self.store.reserve_seq())
+        self.link.stop(final=(self._topic(Channel.STATUS), encode(offline)))
+        if self.source is not None:
+            self.source.close()
+        left = self.store.depth
+        self.store.close()
+        log.info("agent stopped; %s messages left in the outbox", left)
+        return flushed

@@ -1,0 +1,112 @@
+"""``edge-agent run`` and ``edge-agent doctor``: exit 0 ok, 1 runtime failure, 2 bad config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edge_agent.api import ApiServer, create_app
+from edge_agent.api.server import ApiServerError
+from edge_agent.comms.mqtt import LinkError
+from edge_agent.config.device import DeviceConfig, SecretError
+from edge_agent.config.loader import ConfigError, load_config
+from edge_agent.inference import InferenceEngine, ModelLoadError
+from edge_agent.outbox import OutboxError
+from edge_agent.runtime.agent import EdgeAgent
+from edge_agent.runtime.doctor import run_checks
+from edge_agent.runtime.logs import configure_logging
+from edge_agent.sources import SourceError, open_source
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    run_parser = subparsers.add_parser("run", help="run the agent until SIGTERM")
+    run_parser.add_argument("--config", type=Path, required=True, metavar="FILE")
+    run_parser.add_argument(
+        "--exit-at-end",
+        action="store_true",
+        help="stop (flushing the outbox) when a finite source such as a replay ends",
+    )
+    run_parser.set_defaults(func=run)
+    doctor_parser = subparsers.add_parser("doctor", help="check source, broker, model, disk")
+    doctor_parser.add_argument("--config", type=Path, required=True, metavar="FILE")
+    doctor_parser.set_defaults(func=doctor)
+
+
+def _load(path: Path) -> DeviceConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for issue in e.issues:
+            print(issue)  # noqa: T201 - CLI output
+        return None
+
+
+def doctor(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    results = run_checks(config)
+    for result in results:
+        print(result)  # noqa: T201 - CLI output
+    return 0 if all(r.ok for r in results) else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    configure_logging(config.logging.level, config.logging.json_lines)
+    if config.model.path is None:
+        log.error("model.path is not set: nothing to serve")
+        return 1
+    try:
+        engine = InferenceEngine.load(config.model.path, threads=config.model.threads)
+        if config.model.warm_up:
+            engine.warm_up()
+        agent = EdgeAgent(config, engine, None)
+        agent.source = open_source(config.source, mqtt=agent.link)
+    except (ModelLoadError, SourceError, OutboxError, SecretError, OSError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    api: ApiServer | None = None
+    try:
+        if config.api.enabled:
+            app = create_app(
+                agent,
+                token=config.api.token(),
+                max_request_bytes=int(config.api.max_request_mb * 2**20),
+                max_concurrent_predict=config.api.max_concurrent_predict,
+            )
+            api = ApiServer(app, config.api.host, config.api.port)
+            api.start()
+        agent.start(connect_timeout=None)
+        while not stop.wait(0.2):
+            if args.exit_at_end and agent.supervisor.workers["inference"].finished:
+                log.info("source finished: stopping")
+                break
+    except (ApiServerError, LinkError, SecretError) as e:
+        log.error("cannot start: %s", e)
+        agent.stop()
+        return 1
+    finally:
+        if api is not None:
+            api.stop()
+    flushed = agent.stop()
+    if not flushed:
+        log.warning("outbox not empty at exit: the rest is sent on the next start")
+    return 0
