@@ -32,6 +32,12 @@ def register(subparsers: Any) -> None:
     train.add_argument("--work-dir", type=Path, help="keep the model, reports and plots here")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
+        "--normalisation",
+        choices=("auto", "graph", "spec"),
+        default="auto",
+        help="in the ONNX graph, in the spec, or in the graph unless parity fails (default)",
+    )
+    train.add_argument(
         "--no-register", action="store_true", help="train and export only, no MLflow"
     )
     train.set_defaults(func=run_train)
@@ -65,6 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         work_dir=args.work_dir,
         register_model=not args.no_register,
+        normalisation=args.normalisation,
     )
     started = time.monotonic()
     with Progress(

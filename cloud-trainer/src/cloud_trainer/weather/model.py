@@ -87,6 +87,30 @@ def build_model(params: Hyperparameters, train_x: npt.NDArray[np.float32], seed:
     return model
 
 
+def without_normalisation(
+    model: Any,
+) -> tuple[Any, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The same network minus its Normalization layer, and that layer's mean and std.
+
+    The fallback when a graph with normalisation inside does not pass the parity check:
+    the device then standardises with the spec's mean/std before feeding the model.
+    """
+    import keras
+
+    norm = model.get_layer("normalise")
+    mean = np.asarray(norm.mean, dtype=np.float32).reshape(-1)
+    std = np.sqrt(np.asarray(norm.variance, dtype=np.float32).reshape(-1))
+    std = np.maximum(std, np.float32(keras.backend.epsilon()))
+    inputs = keras.Input(shape=(mean.size,), name=INPUT_NAME, dtype="float32")
+    x = inputs
+    after = False
+    for layer in model.layers:
+        if after:
+            x = layer(x)
+        after = after or layer is norm
+    return keras.Model(inputs, x, name=f"{model.name}_raw"), mean, std
+
+
 def predict_rain(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return np.asarray(model.predict(x, batch_size=8192, verbose=0)[:, 1], dtype=np.float64)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cloud_trainer.export import ExportReport, export_keras
+from cloud_trainer.export import ExportReport, read_spec
 from cloud_trainer.registry import (
     GateDecision,
     GateInputs,
@@ -30,8 +30,6 @@ from cloud_trainer.stack.mlflow_store import MlflowStore
 from cloud_trainer.weather.baselines import baseline_metrics
 from cloud_trainer.weather.dataset import (
     HORIZON_HOURS,
-    LABELS,
-    POSITIVE_LABEL,
     SplitRows,
     apply_split,
     data_version,
@@ -41,21 +39,15 @@ from cloud_trainer.weather.dataset import (
 from cloud_trainer.weather.evaluation import classification_metrics, save_plots
 from cloud_trainer.weather.ingest import DataReport, load_station_history
 from cloud_trainer.weather.model import (
-    INPUT_NAME,
-    OUTPUT_NAME,
     QUICK_SPACE,
     SEARCH_SPACE,
-    Candidate,
     predict_rain,
     search,
 )
+from cloud_trainer.weather.packaging import drift_baseline, export_model, model_spec
 from cloud_trainer.weather.scoring import WeatherScorer
 from cloud_trainer.weather.settings import TrainSettings
-from edge_agent.drift.baseline import class_ratio, feature_baselines, histogram_baseline
-from edge_agent.features.weather import FEATURE_NAMES, FEATURE_SET
-from edge_agent.protocol.bundle import DriftBaseline, ModelSpec, TabularPreprocessing
-from edge_agent.protocol.manifest import TensorSpec
-from edge_agent.protocol.messages import utc_now
+from edge_agent.features.weather import FEATURE_SET
 
 log = logging.getLogger(__name__)
 
@@ -82,42 +74,6 @@ class TrainOutcome:
     data_version: str
     work_dir: Path
     best: dict[str, Any]
-
-
-def drift_baseline(split: SplitRows, best: Candidate) -> DriftBaseline:
-    """Per-feature bins from training rows; predicted-class ratio and confidence on validation."""
-    columns = {name: split.train.x[:, i] for i, name in enumerate(FEATURE_NAMES)}
-    prob = predict_rain(best.model, split.validation.x)
-    predicted = [LABELS[int(p >= best.threshold)] for p in prob]
-    return DriftBaseline(
-        features=feature_baselines(columns),
-        class_ratio=class_ratio(predicted, LABELS),
-        confidence=histogram_baseline(np.maximum(prob, 1.0 - prob)),
-    )
-
-
-def model_spec(
-    settings: TrainSettings, best: Candidate, drift: DriftBaseline, version: str, commit: str | None
-) -> ModelSpec:
-    return ModelSpec(
-        name=settings.model_name,
-        task="tabular_classification",
-        labels=list(LABELS),
-        inputs=[TensorSpec(name=INPUT_NAME, dtype="float32", shape=[None, len(FEATURE_NAMES)])],
-        outputs=[TensorSpec(name=OUTPUT_NAME, dtype="float32", shape=[None, len(LABELS)])],
-        probabilities_output=OUTPUT_NAME,
-        positive_label=POSITIVE_LABEL,
-        decision_threshold=best.threshold,
-        preprocessing=TabularPreprocessing(
-            feature_set=FEATURE_SET, features=list(FEATURE_NAMES), normalised_in_graph=True
-        ),
-        drift=drift,
-        data_version=version,
-        horizon_s=HORIZON_HOURS * 3600,
-        latency_budget_ms=50.0,
-        created=utc_now(),
-        git_commit=commit,
-    )
 
 
 def _next_version(model_name: str) -> int:
@@ -158,7 +114,7 @@ def train_weather(
 
     step(STEPS[5])
     commit = git_commit()
-    spec = model_spec(settings, best, drift_baseline(split, best), version, commit)
+    drift = drift_baseline(split, best)
     store = open_store(settings.store) if settings.register_model else None
     expected_version = _next_version(settings.model_name) if store else None
     extra = {"edge_mlops.data_version": version}
@@ -166,14 +122,15 @@ def train_weather(
         extra["edge_mlops.model_version"] = str(expected_version)
     onnx_path = work_dir / f"{settings.model_name}.onnx"
     # A parity failure raises ParityError here: nothing is written, logged or registered.
-    export = export_keras(
-        best.model,
-        spec,
+    export = export_model(
+        settings,
+        best,
+        split,
         onnx_path,
-        {INPUT_NAME: split.test.x},
-        tolerance=settings.parity_tolerance,
-        extra_metadata=extra,
+        lambda norm: model_spec(settings, best, drift, version, commit, norm),
+        extra,
     )
+    spec = read_spec(onnx_path)
     parity_ok = export.max_abs_diff <= export.tolerance
     onnx_metrics = WeatherScorer.load(onnx_path).metrics(split.test)
 
@@ -193,7 +150,11 @@ def train_weather(
         "test": test_metrics,
         "test_onnx": onnx_metrics,
         "baselines": baselines,
-        "export": export.as_dict(),
+        "export": {
+            **export.as_dict(),
+            "normalised_in_graph": spec.preprocessing.kind == "tabular"
+            and spec.preprocessing.normalised_in_graph,
+        },
     }
     for name, content in summary.items():
         (work_dir / f"{name}.json").write_text(json.dumps(content, indent=2, default=str))

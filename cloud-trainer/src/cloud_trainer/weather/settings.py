@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,10 @@ class TrainSettings(BaseModel):
     min_gain_over_persistence: float = Field(default=0.0, ge=0)
     min_gain_over_champion: float = Field(default=0.0, ge=0)
     register_model: bool = True
+    normalisation: Literal["auto", "graph", "spec"] = Field(
+        default="auto",
+        description="In the ONNX graph, in the spec (device side), or graph unless parity fails.",
+    )
 
 
 def repository_root() -> Path:

@@ -1,0 +1,111 @@
+"""What ships with the forecaster: its spec, drift baseline and the parity-checked ONNX file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from cloud_trainer.export import ExportReport, ParityError, export_keras
+from cloud_trainer.weather.dataset import HORIZON_HOURS, LABELS, POSITIVE_LABEL, SplitRows
+from cloud_trainer.weather.model import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Candidate,
+    predict_rain,
+    without_normalisation,
+)
+from cloud_trainer.weather.settings import TrainSettings
+from edge_agent.drift.baseline import class_ratio, feature_baselines, histogram_baseline
+from edge_agent.features.weather import FEATURE_NAMES, FEATURE_SET
+from edge_agent.protocol.bundle import DriftBaseline, ModelSpec, TabularPreprocessing
+from edge_agent.protocol.manifest import TensorSpec
+from edge_agent.protocol.messages import utc_now
+
+log = logging.getLogger(__name__)
+
+
+def drift_baseline(split: SplitRows, best: Candidate) -> DriftBaseline:
+    """Per-feature bins from training rows; predicted-class ratio and confidence on validation."""
+    columns = {name: split.train.x[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    prob = predict_rain(best.model, split.validation.x)
+    predicted = [LABELS[int(p >= best.threshold)] for p in prob]
+    return DriftBaseline(
+        features=feature_baselines(columns),
+        class_ratio=class_ratio(predicted, LABELS),
+        confidence=histogram_baseline(np.maximum(prob, 1.0 - prob)),
+    )
+
+
+def model_spec(
+    settings: TrainSettings,
+    best: Candidate,
+    drift: DriftBaseline,
+    version: str,
+    commit: str | None,
+    normalisation: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
+) -> ModelSpec:
+    """The spec shipped in the ONNX file; ``normalisation`` (mean, std) when outside the graph."""
+    return ModelSpec(
+        name=settings.model_name,
+        task="tabular_classification",
+        labels=list(LABELS),
+        inputs=[TensorSpec(name=INPUT_NAME, dtype="float32", shape=[None, len(FEATURE_NAMES)])],
+        outputs=[TensorSpec(name=OUTPUT_NAME, dtype="float32", shape=[None, len(LABELS)])],
+        probabilities_output=OUTPUT_NAME,
+        positive_label=POSITIVE_LABEL,
+        decision_threshold=best.threshold,
+        preprocessing=TabularPreprocessing(
+            feature_set=FEATURE_SET,
+            features=list(FEATURE_NAMES),
+            normalised_in_graph=normalisation is None,
+            mean=None if normalisation is None else [float(v) for v in normalisation[0]],
+            std=None if normalisation is None else [float(v) for v in normalisation[1]],
+        ),
+        drift=drift,
+        data_version=version,
+        horizon_s=HORIZON_HOURS * 3600,
+        latency_budget_ms=50.0,
+        created=utc_now(),
+        git_commit=commit,
+    )
+
+
+def export_model(
+    settings: TrainSettings,
+    best: Candidate,
+    split: SplitRows,
+    path: Path,
+    make_spec: Callable[
+        [tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None], ModelSpec
+    ],
+    extra: dict[str, str],
+) -> ExportReport:
+    """Export with normalisation in the graph; if parity fails there, move it to the spec."""
+    test_x = split.test.x
+    if settings.normalisation in ("auto", "graph"):
+        try:
+            return export_keras(
+                best.model,
+                make_spec(None),
+                path,
+                {INPUT_NAME: test_x},
+                tolerance=settings.parity_tolerance,
+                extra_metadata=extra,
+            )
+        except ParityError as e:
+            if settings.normalisation == "graph":
+                raise
+            log.warning("%s with normalisation in the graph; moving it to the spec", e)
+    inner, mean, std = without_normalisation(best.model)
+    return export_keras(
+        inner,
+        make_spec((mean, std)),
+        path,
+        {INPUT_NAME: ((test_x - mean) / std).astype(np.float32)},
+        tolerance=settings.parity_tolerance,
+        extra_metadata=extra,
+    )
