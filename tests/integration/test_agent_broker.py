@@ -1,0 +1,171 @@
+"""The agent against a real Mosquitto: predictions, telemetry, status, commands, outages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud_trainer.stack.mosquitto import MosquittoBroker
+from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink
+from edge_agent.protocol import Command, decode_message, encode, utc_now
+from tests.integration.agent_fixtures import build_agent, camera_config
+from tests.support.mqtt import Collector
+
+pytestmark = pytest.mark.integration
+ROOT_FILTER = "mlops/park/cam-01/#"
+
+
+def _by_topic(messages, suffix):
+    return [json.loads(p) for t, p in messages if t.endswith(suffix)]
+
+
+def _wait(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_video_to_predictions_read_by_mosquitto_sub(tmp_path: Path, mosquitto: MosquittoBroker):
+    config = camera_config(tmp_path, mosquitto.port, frames=20)
+    sub = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mosquitto.port),
+            "-q",
+            "1",
+            "-v",
+            "-t",
+            "mlops/park/cam-01/predictions",
+            "-t",
+            "mlops/park/cam-01/status",
+            "-C",
+            "21",
+            "-W",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)  # mosquitto_sub has subscribed
+    agent = build_agent(config)
+    agent.start(connect_timeout=10)
+    try:
+        out, _ = sub.communicate(timeout=40)
+    finally:
+        assert agent.stop() is True
+    lines = [line.split(" ", 1) for line in out.strip().splitlines()]
+    predictions = [json.loads(p) for t, p in lines if t.endswith("/predictions")]
+    statuses = [json.loads(p) for t, p in lines if t.endswith("/status")]
+    assert len(predictions) == 20
+    assert statuses[0]["state"] == "online" and statuses[0]["model_name"] == "catdog"
+    seqs = [p["seq"] for p in predictions]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 20
+    first = predictions[0]
+    assert first["model_name"] == "catdog" and first["model_version"] == 3
+    assert first["label"] in ("cat", "dog") and 0 <= first["confidence"] <= 1
+    assert first["latency_ms"] > 0 and first["input_id"]
+    assert agent.store.depth == 0
+
+
+def test_telemetry_status_will_and_commands(tmp_path: Path, mosquitto: MosquittoBroker):
+    config = camera_config(tmp_path, mosquitto.port, frames=5)
+    endpoint = BrokerEndpoint(mosquitto.host, mosquitto.port)
+    with Collector(endpoint, ROOT_FILTER) as collector:
+        agent = build_agent(config)
+        agent.start(connect_timeout=10)
+        try:
+            assert _wait(lambda: _by_topic(collector.messages, "/telemetry"))
+            cloud = MqttLink(endpoint, client_id="cloud-test")
+            cloud.start()
+            for cmd_id, action, args in [
+                ("c1", "ping", {}),
+                ("c2", "set_log_level", {"level": "LOUD"}),
+                ("c3", "rollback", {}),
+            ]:
+                command = Command(
+                    device_id="cam-01",
+                    ts=utc_now(),
+                    seq=1,
+                    cmd_id=cmd_id,
+                    action=action,
+                    args=args,
+                    issued_by="cloud",
+                )
+                cloud.publish("mlops/park/cam-01/cmd", encode(command)).wait(5)
+            cloud.publish("mlops/park/cam-01/cmd", b"{not json").wait(5)
+            cloud.stop()
+            assert _wait(lambda: len(_by_topic(collector.messages, "/cmd/ack")) == 3)
+        finally:
+            agent.stop()
+        assert _wait(lambda: _by_topic(collector.messages, "/status")[-1]["state"] == "offline")
+    acks = {a["cmd_id"]: a for a in _by_topic(collector.messages, "/cmd/ack")}
+    assert acks["c1"]["result"] == "done" and acks["c1"]["detail"] == "pong"
+    assert acks["c2"]["result"] == "rejected" and "LOUD" in acks["c2"]["detail"]
+    assert acks["c3"]["result"] == "rejected" and "no handler" in acks["c3"]["detail"]
+    assert agent.counters["bad_commands"] == 1
+    telemetry = decode_message(next(p for t, p in collector.messages if t.endswith("/telemetry")))
+    assert telemetry.rss_bytes > 0 and 0 <= telemetry.cpu_percent <= 100
+    assert telemetry.model_name == "catdog"
+
+
+def test_last_will_says_offline_when_agent_dies(tmp_path: Path, mosquitto: MosquittoBroker):
+    config = camera_config(tmp_path, mosquitto.port, frames=3)
+    endpoint = BrokerEndpoint(mosquitto.host, mosquitto.port)
+    agent = build_agent(config, with_source=False)
+    agent.start(connect_timeout=10)
+    with Collector(endpoint, "mlops/park/cam-01/status") as collector:
+        assert _wait(lambda: bool(collector.messages))
+        assert json.loads(collector.messages[-1][1])["state"] == "online"
+        # Drop the TCP connection without DISCONNECT, as a crash does: the broker sends the will.
+        agent.link._client.socket().close()
+        assert _wait(lambda: json.loads(collector.messages[-1][1])["state"] == "offline")
+    agent.supervisor.stop(1)
+
+
+def test_broker_outage_no_loss_no_duplicate_order_kept(tmp_path: Path, private_broker):
+    config = camera_config(tmp_path, private_broker.port, frames=10)
+    endpoint = BrokerEndpoint(private_broker.host, private_broker.port)
+    agent = build_agent(config, with_source=False)
+    agent.start(connect_timeout=10)
+    from edge_agent.sources import Sample
+    from tests.support.onnx_models import red_frame
+
+    def send(n, start):
+        return [
+            agent.handle_sample(Sample(ts=utc_now(), input_id=f"f{start + i}", frame=red_frame()))
+            for i in range(n)
+        ]
+
+    received: list[tuple[str, bytes]] = []
+    with Collector(endpoint, "mlops/park/cam-01/predictions") as collector:
+        sent = send(50, 0)
+        assert _wait(lambda: len(collector.messages) >= 50)
+        received += collector.messages
+    private_broker.stop()
+    assert _wait(lambda: not agent.link.connected.is_set())
+    sent += send(200, 50)  # queued on disk during the outage
+    assert agent.store.depth >= 200
+    private_broker.restart()
+    with Collector(endpoint, "mlops/park/cam-01/predictions") as collector:
+        assert _wait(lambda: agent.link.connected.is_set(), 30)
+        sent += send(50, 250)  # live traffic while the backlog replays
+        assert _wait(lambda: agent.store.depth == 0, 30)
+        time.sleep(0.3)
+        received += collector.messages
+    agent.stop()
+    seqs = [json.loads(p)["seq"] for _t, p in received]
+    unique = sorted(set(seqs))
+    assert unique == sorted(s for s in sent if s is not None)  # nothing lost
+    assert len(sent) == 300
+    ids = {json.loads(p)["seq"]: json.loads(p)["input_id"] for _t, p in received}
+    assert [ids[s] for s in unique] == [f"f{i}" for i in range(300)]  # order kept by seq
