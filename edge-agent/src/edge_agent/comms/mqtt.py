@@ -20,6 +20,20 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], None]
 
 
+def shared_filter(group: str, topic_filter: str) -> str:
+    """An MQTT 5 / Mosquitto shared subscription: instances in ``group`` split the messages."""
+    return f"$share/{group}/{topic_filter}"
+
+
+def strip_share(topic_filter: str) -> str:
+    """The plain filter inside a shared one: messages arrive on topics matching that part."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        if len(parts) == 3:
+            return parts[2]
+    return topic_filter
+
+
 class LinkError(RuntimeError):
     """The broker could not be reached, refused us, or a publish failed."""
 
@@ -221,7 +235,9 @@ class MqttLink:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
             handlers = [
-                h for f, (_q, h) in self._handlers.items() if paho.topic_matches_sub(f, msg.topic)
+                h
+                for f, (_q, h) in self._handlers.items()
+                if paho.topic_matches_sub(strip_share(f), msg.topic)
             ]
         for handler in handlers:
             try:

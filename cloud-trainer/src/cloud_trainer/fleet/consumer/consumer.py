@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cloud_trainer.fleet.consumer.shared_link import SharedSubscriptionLink, shared_filter
 from cloud_trainer.fleet.consumer.writer import BatchWriter, ReleaseSeen, WriterSettings
 from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.store import Envelope, FleetStore, StoredAlert
-from edge_agent.comms.mqtt import BrokerEndpoint
+from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink, shared_filter
 from edge_agent.protocol import (
     Channel,
     ProtocolError,
@@ -71,9 +70,7 @@ class FleetConsumer:
         self.settings = settings or ConsumerSettings()
         self.tree = TopicTree(self.settings.root)
         self.metrics = metrics
-        self.link = SharedSubscriptionLink(
-            endpoint, client_id=self.settings.client_id or None, max_inflight=100
-        )
+        self.link = MqttLink(endpoint, client_id=self.settings.client_id or None, max_inflight=100)
         self._queue: queue.Queue[Envelope | ReleaseSeen] = queue.Queue(self.settings.queue_max)
         self.writer = BatchWriter(
             store, self._queue, metrics, writer or WriterSettings(), on_alerts
