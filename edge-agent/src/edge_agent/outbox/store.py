@@ -185,7 +185,7 @@ class OutboxStore:
                 if not _is_disk_full(e):
                     raise OutboxError(f"cannot write outbox {self.path}: {e}") from e
                 self._warn("outbox %s is full on disk (%s); evicting", self.path, e)
-                self._evict_lowest(max(size, self.budget_bytes // 10), Priority.EVENT)
+                self._evict_lowest(max(size, self.budget_bytes // 10), priority)
                 try:
                     self._insert(row)
                 except sqlite3.OperationalError as e2:
