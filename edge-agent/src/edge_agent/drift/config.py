@@ -91,17 +91,17 @@ class Thresholds(ConfigModel):
     """Raise/clear levels per metric; defaults are the calibrated values in docs/drift.md."""
 
     psi: Hysteresis = Field(
-        default=Hysteresis(raise_at=0.5, clear_at=0.2),
+        default=Hysteresis(raise_at=1.2, clear_at=0.7),
         title="PSI",
         description="Population stability index of a feature window against its baseline.",
     )
     js: Hysteresis = Field(
-        default=Hysteresis(raise_at=0.25, clear_at=0.15),
+        default=Hysteresis(raise_at=0.55, clear_at=0.4),
         title="Jensen-Shannon",
         description="Jensen-Shannon distance (base 2, 0..1) of a feature window.",
     )
     wasserstein: Hysteresis = Field(
-        default=Hysteresis(raise_at=0.5, clear_at=0.25),
+        default=Hysteresis(raise_at=0.65, clear_at=0.4),
         title="Wasserstein",
         description="1-D Wasserstein distance in units of the baseline's standard deviation.",
     )
@@ -122,12 +122,12 @@ class Thresholds(ConfigModel):
         description="Root-mean-square standardised shift of the window's mean embedding.",
     )
     accuracy: LowerHysteresis = Field(
-        default=LowerHysteresis(raise_below=0.8, clear_above=0.85),
+        default=LowerHysteresis(raise_below=0.7, clear_above=0.8),
         title="Online accuracy",
         description="Accuracy of forecasts joined with the conditions observed at their horizon.",
     )
     f1: LowerHysteresis = Field(
-        default=LowerHysteresis(raise_below=0.6, clear_above=0.7),
+        default=LowerHysteresis(raise_below=0.5, clear_above=0.6),
         title="Online macro-F1",
         description="Macro-F1 of forecasts joined with the conditions observed later.",
     )
@@ -260,14 +260,20 @@ class DriftConfig(ConfigModel):
         description="Features (or image statistics) to watch; unset watches all in the baseline.",
     )
     feature_metric: FeatureMetric = Field(
-        default="psi",
+        default="wasserstein",
         title="Feature metric",
         description="Distance between a feature window and its baseline histogram.",
     )
     feature_window: WindowConfig = Field(
-        default=WindowConfig(size=168, step=6, min_samples=48),
+        default=WindowConfig(size=24, step=1, min_samples=24),
         title="Feature window",
         description="Window of inputs (tabular features or image statistics).",
+    )
+    image_window: WindowConfig = Field(
+        default=WindowConfig(size=96, step=4, min_samples=96),
+        title="Image-statistics window",
+        description="Window of image statistics for camera models: single frames vary far "
+        "more than hourly weather, so the window is longer.",
     )
     prediction_window: WindowConfig = Field(
         default=WindowConfig(size=168, step=6, min_samples=48),
@@ -280,6 +286,13 @@ class DriftConfig(ConfigModel):
         lt=1,
         title="Class ratio floor",
         description="Labels rarer than this on validation are left out of the ratio test.",
+    )
+    class_ratio_min_z: float = Field(
+        default=4.0,
+        ge=0,
+        title="Class ratio significance",
+        description="A label's share must also differ from validation by this many binomial "
+        "standard errors, so a rare label's sampling noise is not called drift.",
     )
     thresholds: Thresholds = Field(
         default_factory=Thresholds, title="Thresholds", description="Raise/clear per metric."

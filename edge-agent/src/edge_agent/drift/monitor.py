@@ -1,0 +1,243 @@
+"""The device's drift monitor: the detectors a model's baselines allow, behind one call."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from edge_agent.drift.accuracy import AccuracyDetector, ErrorRateDetector, ForecastJoin
+from edge_agent.drift.alerts import AlertGate, DriftVerdict, Evaluation, rank
+from edge_agent.drift.capture import CaptureStore
+from edge_agent.drift.config import DriftConfig
+from edge_agent.drift.detectors import (
+    ClassRatioDetector,
+    Detector,
+    DetectorSnapshot,
+    EmbeddingDetector,
+    FeatureDriftDetector,
+)
+from edge_agent.drift.inputs import PredictionLike, SampleLike
+from edge_agent.protocol.bundle import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class DriftSnapshot(BaseModel):
+    """Current scores against thresholds per detector: the body of the local ``/drift``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    model_version: int
+    samples: int
+    raised: list[str]
+    detectors: list[DetectorSnapshot]
+    counters: dict[str, int]
+
+
+class DriftMonitor:
+    """Feeds every sample and prediction to the detectors and reports state changes.
+
+    ``observe`` runs on the inference thread and ``snapshot`` on the API's; a lock keeps
+    them apart. One monitor serves one model version: build a new one after a swap.
+    """
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        config: DriftConfig,
+        model_name: str,
+        model_version: int,
+        join: ForecastJoin | None = None,
+        capture: CaptureStore | None = None,
+    ) -> None:
+        self.detectors = list(detectors)
+        self.config = config
+        self.model_name = model_name
+        self.model_version = model_version
+        self.join = join
+        self.capture = capture
+        self.gates = {
+            d.name: AlertGate(
+                d.name, 1 if isinstance(d, ErrorRateDetector) else config.confirm, config.cooldown_s
+            )
+            for d in self.detectors
+        }
+        self.samples = 0
+        self.counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ModelSpec,
+        config: DriftConfig,
+        *,
+        model_version: int = 0,
+        capture: CaptureStore | None = None,
+    ) -> DriftMonitor:
+        """Detectors for whatever baselines the spec carries and the config enables."""
+        wanted = set(config.detectors) if config.enabled else set()
+        base = spec.drift
+        detectors: list[Detector] = []
+        if "features" in wanted and base.features:
+            chosen = base.features
+            if config.features is not None:
+                known = {f.name for f in base.features}
+                missing = sorted(set(config.features) - known)
+                if missing:
+                    log.warning("drift: model %s has no baseline for %s", spec.name, missing)
+                chosen = [f for f in base.features if f.name in set(config.features)]
+            if chosen:
+                detectors.append(
+                    FeatureDriftDetector(
+                        chosen,
+                        [f.name for f in chosen],
+                        config.feature_metric,
+                        getattr(config.thresholds, config.feature_metric),
+                        config.image_window
+                        if spec.task == "image_classification"
+                        else config.feature_window,
+                    )
+                )
+        if "class_ratio" in wanted and base.class_ratio:
+            detectors.append(
+                ClassRatioDetector(
+                    spec.labels,
+                    base.class_ratio,
+                    config.thresholds.class_ratio,
+                    config.prediction_window,
+                    config.class_ratio_min_share,
+                    config.class_ratio_min_z,
+                )
+            )
+        if "confidence" in wanted and base.confidence is not None:
+            detectors.append(
+                FeatureDriftDetector(
+                    [base.confidence],
+                    ["confidence"],
+                    "psi",
+                    config.thresholds.confidence,
+                    config.prediction_window,
+                    name="confidence",
+                    source="confidence",
+                )
+            )
+        if "embedding" in wanted and base.embedding is not None and spec.embedding_output:
+            detectors.append(
+                EmbeddingDetector(
+                    base.embedding, config.thresholds.embedding, config.prediction_window
+                )
+            )
+        join = None
+        if {"accuracy", "errors"} & wanted and spec.horizon_s:
+            join = ForecastJoin(
+                spec.labels,
+                spec.horizon_s,
+                config.join_tolerance_s,
+                config.max_pending_forecasts,
+                spec.positive_label,
+            )
+            if "accuracy" in wanted:
+                detectors.append(
+                    AccuracyDetector(
+                        join,
+                        config.thresholds.accuracy,
+                        config.thresholds.f1,
+                        config.accuracy_window,
+                        config.accuracy_min_samples,
+                        config.prediction_window.step,
+                    )
+                )
+            if "errors" in wanted:
+                detectors.append(ErrorRateDetector(join, config.streaming))
+        log.info(
+            "drift monitor for %s v%s: %s",
+            spec.name,
+            model_version,
+            ", ".join(d.name for d in detectors) or "no detectors",
+        )
+        return cls(detectors, config, spec.name, model_version, join, capture)
+
+    def observe(self, sample: SampleLike, prediction: PredictionLike) -> list[DriftVerdict]:
+        """Feed one sample; the alerts (raised or cleared) it caused, usually none."""
+        verdicts: list[DriftVerdict] = []
+        with self._lock:
+            self.samples += 1
+            if self.join is not None:
+                try:
+                    self.join.update(sample, prediction)
+                except ValueError as e:
+                    self.counters["rejected_samples"] += 1
+                    log.warning("drift: sample %s not joined: %s", sample.input_id, e)
+            for detector in self.detectors:
+                try:
+                    evaluation = detector.update(sample, prediction)
+                except ValueError as e:
+                    self.counters[f"{detector.name}_rejected"] += 1
+                    log.warning(
+                        "drift: %s rejected sample %s: %s", detector.name, sample.input_id, e
+                    )
+                    continue
+                if evaluation is None:
+                    continue
+                detector.last = evaluation
+                state = self.gates[detector.name].step(evaluation, sample.ts)
+                if state is not None:
+                    verdicts.append(self._verdict(detector.name, state, evaluation))
+            raised = [name for name, gate in self.gates.items() if gate.raised]
+        if self.capture is not None:
+            self.capture.consider(sample, prediction, raised, self.model_name, self.model_version)
+        return verdicts
+
+    def _verdict(self, detector: str, state: str, evaluation: Evaluation) -> DriftVerdict:
+        features = evaluation.offending if state == "raised" else []
+        features = features or rank(evaluation.scores)
+        return DriftVerdict(
+            detector=detector,
+            state="raised" if state == "raised" else "cleared",
+            severity=evaluation.severity if state == "raised" else "info",
+            model_name=self.model_name,
+            model_version=self.model_version,
+            window=evaluation.window,
+            features=features,
+            summary=evaluation.summary,
+        )
+
+    @property
+    def raised(self) -> list[str]:
+        with self._lock:
+            return [name for name, gate in self.gates.items() if gate.raised]
+
+    def snapshot(self) -> DriftSnapshot:
+        """Scores of each detector's latest test and whether it is raised."""
+        with self._lock:
+            items = []
+            for d in self.detectors:
+                last = d.last
+                detail = {k: v for k, v in d.detail().items() if math.isfinite(v)}
+                items.append(
+                    DetectorSnapshot(
+                        detector=d.name,
+                        raised=self.gates[d.name].raised,
+                        window=last.window if last else None,
+                        scores=last.scores if last else [],
+                        detail=detail,
+                    )
+                )
+            counters = dict(self.counters)
+            if self.capture is not None:
+                counters.update({f"capture_{k}": v for k, v in self.capture.counters.items()})
+            return DriftSnapshot(
+                model_name=self.model_name,
+                model_version=self.model_version,
+                samples=self.samples,
+                raised=[name for name, gate in self.gates.items() if gate.raised],
+                detectors=items,
+                counters=counters,
+            )
