@@ -77,13 +77,25 @@ class OnnxClassifier:
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> OnnxClassifier:
         import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        load_errors = (
+            RuntimeError,
+            ValueError,
+            OSError,
+            ort_errors.Fail,
+            ort_errors.InvalidArgument,
+            ort_errors.InvalidGraph,
+            ort_errors.InvalidProtobuf,
+            ort_errors.NoSuchFile,
+            ort_errors.NotImplemented,
+        )
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (RuntimeError, ValueError) as e:  # onnxruntime's errors for corrupt models
+        except load_errors as e:
             raise ModelLoadError(f"{path}: not a loadable ONNX model: {e}") from e
         try:
             spec = ModelSpec.from_metadata(session.get_modelmeta().custom_metadata_map)
