@@ -355,7 +355,8 @@ class EdgeAgent:
             return self.store.depth == 0
         self._stopped.set()
         self.state = "stopping"
-        self.supervisor.stopping.set()
+        # Producers first, so nothing is queued after the flush; the publisher last.
+        self.supervisor.stop(timeout=5.0, only={"inference", "telemetry", "commands"})
         self.publish_status("stopping")
         flushed = self.publisher.stop(self.config.limits.flush_timeout_s)
         self.supervisor.stop(timeout=5.0)

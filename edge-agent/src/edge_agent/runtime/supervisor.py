@@ -98,11 +98,14 @@ class Supervisor:
     def restarts(self) -> dict[str, int]:
         return {name: s.restarts for name, s in self.workers.items()}
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, only: set[str] | None = None) -> None:
+        """Signal every worker to stop and join them (or just those named in ``only``)."""
         self.stopping.set()
         deadline = time.monotonic() + timeout
         for state in self.workers.values():
-            if state.thread is not None:
+            if state.thread is not None and (only is None or state.name in only):
                 state.thread.join(max(0.0, deadline - time.monotonic()))
+        if only is not None:
+            return
         if self._watchdog is not None:
             self._watchdog.join(1.0)
