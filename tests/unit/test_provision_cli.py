@@ -12,6 +12,7 @@ from cryptography import x509
 
 from cloud_trainer.cli import main
 from cloud_trainer.provision.mosquitto_passwd import MosquittoPasswordFile
+from edge_agent.config.loader import load_config
 from edge_agent.protocol import SigningKey
 
 
@@ -45,11 +46,12 @@ def test_provision_writes_bundle_with_secrets_by_reference(state: Path, tmp_path
     assert config["broker"] == {
         "host": "mqtt.example",
         "topic_root": "mlops",
-        "ca_file": "/data/edge-agent/ca.crt",
         "port": 8883,
         "username": "park.cam-01",
         "password_file": "/data/edge-agent/mqtt-password",
+        "tls": {"ca_file": "/data/edge-agent/ca.crt"},
     }
+    assert (config["device_id"], config["site"], config["kind"]) == ("cam-01", "park", "camera")
     assert config["groups"] == ["canary", "north"]
     assert mode(out / "mqtt-password") == 0o600
     assert (out / "fleet-public.pem").read_bytes() == (state / "fleet-public.pem").read_bytes()
@@ -80,6 +82,7 @@ def test_certificate_auth_issues_a_client_cert_with_the_username_as_cn(
     assert not (out / "mqtt-password").exists()
     config = yaml.safe_load((out / "device.yaml").read_text())
     assert config["broker"]["port"] == 8884 and "username" not in config["broker"]
+    assert config["broker"]["tls"]["key_file"] == "/data/edge-agent/client.key"
     assert "park.cam-01" not in MosquittoPasswordFile.load(state / "broker" / "passwd").entries
 
 
@@ -212,3 +215,29 @@ def test_broker_conf_has_no_plain_listener(capsys: pytest.CaptureFixture[str]) -
     listeners = [line for line in conf.splitlines() if line.startswith("listener")]
     assert listeners == ["listener 8883", "listener 8884"]
     assert "allow_anonymous false" in conf and "require_certificate true" in conf
+
+
+def test_bundle_config_passes_the_agents_own_validation(state: Path, tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "device-configs" / "park-cam-01.yaml"
+    out = tmp_path / "bundle"
+    assert provision(state, out, "--base-config", str(example)) == 0
+    config = load_config(out / "device.yaml")
+    assert (config.site, config.device_id) == ("park", "cam-01")
+    assert config.broker.username == "park.cam-01"
+    assert config.broker.tls is not None and config.broker.password_file is not None
+    # The example's camera source is kept; its credentials are replaced by the issued ones.
+    assert config.source.type == "camera"
+    assert config.updates is not None
+    assert str(config.updates.fleet_public_key) == "/data/edge-agent/fleet-public.pem"
+
+
+def test_a_base_config_the_agent_rejects_stops_provisioning(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source:\n  type: camera\n  uri: 0\n  fps: -1\n")
+    capsys.readouterr()
+    assert provision(state, tmp_path / "b", "--base-config", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert "fps" in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()

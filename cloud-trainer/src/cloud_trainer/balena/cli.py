@@ -117,7 +117,7 @@ def _os_configure(args: argparse.Namespace) -> list[BalenaCommand]:
 
 def _site_device(config_text: str) -> tuple[str, str]:
     config = yaml.safe_load(config_text)
-    return str(config["site"]), str(config["device"])
+    return str(config["site"]), str(config["device_id"])
 
 
 def _push(args: argparse.Namespace) -> list[BalenaCommand]:

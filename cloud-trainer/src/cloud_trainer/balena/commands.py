@@ -94,7 +94,7 @@ def bundle_environment(bundle_dir: Path) -> dict[str, str]:
         config = yaml.safe_load(config_path.read_text("utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise BalenaArgumentError(f"cannot read device bundle {config_path}: {e}") from e
-    if not isinstance(config, dict) or "device" not in config:
+    if not isinstance(config, dict) or "device_id" not in config:
         raise BalenaArgumentError(f"{config_path} is not a device config from `device provision`")
     env: dict[str, str] = {}
     for name, file_name in BUNDLE_ENV.items():

@@ -11,6 +11,7 @@ import yaml
 
 from cloud_trainer.provision.atomic_files import atomic_write, atomic_write_text
 from cloud_trainer.provision.registry import AuthMethod, IdentityRecord
+from edge_agent.config.loader import ConfigError, load_document, validate_document
 
 log = logging.getLogger(__name__)
 
@@ -41,35 +42,101 @@ class DeviceSecret:
     key_pem: bytes | None = None
 
 
+# Used when no --base-config gives the device's source: the first camera, or the usual
+# USB serial adapter of a weather station.
+DEFAULT_SOURCES: dict[str, dict[str, Any]] = {
+    "camera": {"type": "camera", "uri": 0},
+    "weather": {"type": "serial", "device": "/dev/ttyUSB0", "baud": 9600},
+}
+
+
+class DeviceConfigError(ValueError):
+    """The generated device config does not pass the agent's own config models."""
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_base_config(path: Path) -> dict[str, Any]:
+    """A device-configs YAML (``extends`` resolved) whose source, model, limits... we keep."""
+    try:
+        document, _origins = load_document(path)
+    except ConfigError as e:
+        raise DeviceConfigError(f"base config {path}: {_first_issue(e)}") from e
+    return document
+
+
 def render_device_config(
-    record: IdentityRecord, broker: BrokerAddress, device_root: PurePosixPath
+    record: IdentityRecord,
+    broker: BrokerAddress,
+    device_root: PurePosixPath,
+    base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The device's config document; secrets appear only as paths to files beside it."""
+    """The device's config document; secrets appear only as paths to files beside it.
+
+    Identity, broker and key fields always come from provisioning, over anything in ``base``.
+    """
     assert record.site is not None and record.device is not None and record.kind is not None
-    mqtt: dict[str, Any] = {
-        "host": broker.host,
-        "topic_root": broker.topic_root,
-        "ca_file": str(device_root / CA_NAME),
-    }
+    tls: dict[str, Any] = {"ca_file": str(device_root / CA_NAME)}
+    mqtt: dict[str, Any] = {"host": broker.host, "topic_root": broker.topic_root}
     if record.auth is AuthMethod.PASSWORD:
         mqtt["port"] = broker.tls_port
         mqtt["username"] = record.username
         mqtt["password_file"] = str(device_root / PASSWORD_NAME)
     else:
         mqtt["port"] = broker.mtls_port
-        mqtt["cert_file"] = str(device_root / CLIENT_CERT_NAME)
-        mqtt["key_file"] = str(device_root / CLIENT_KEY_NAME)
-    return {
+        tls["cert_file"] = str(device_root / CLIENT_CERT_NAME)
+        tls["key_file"] = str(device_root / CLIENT_KEY_NAME)
+    mqtt["tls"] = tls
+    document = dict(base or {})
+    document.pop("extends", None)
+    old_broker = document.get("broker")
+    if isinstance(old_broker, dict):
+        # Credentials of the base file would contradict the issued ones: drop them.
+        document["broker"] = {
+            k: v
+            for k, v in old_broker.items()
+            if k not in ("username", "password_env", "password_file", "tls")
+        }
+    document.setdefault("source", DEFAULT_SOURCES[record.kind.value])
+    base_updates = document.get("updates")
+    updates = (
+        dict(base_updates)
+        if isinstance(base_updates, dict)
+        else {"models_dir": str(device_root / "models")}
+    )
+    updates["fleet_public_key"] = str(device_root / FLEET_KEY_NAME)
+    provisioned = {
+        "device_id": record.device,
         "site": record.site,
-        "device": record.device,
         "kind": record.kind.value,
         "groups": list(record.groups),
         "broker": mqtt,
-        "updates": {
-            "fleet_public_key": str(device_root / FLEET_KEY_NAME),
-            "models_dir": str(device_root / "models"),
-        },
+        "updates": updates,
     }
+    return _merge(document, provisioned)
+
+
+def validate_device_config(document: dict[str, Any], where: str) -> None:
+    """Run the agent's own DeviceConfig over the document, so a bad bundle is never written."""
+    try:
+        validate_document(document, {(): (where, 1)}, where)
+    except ConfigError as e:
+        raise DeviceConfigError(
+            f"generated config for {where} is invalid: {_first_issue(e)}"
+        ) from e
+
+
+def _first_issue(error: ConfigError) -> str:
+    more = len(error.issues) - 1
+    return str(error.issues[0]) + (f" (and {more} more)" if more > 0 else "")
 
 
 def write_bundle(

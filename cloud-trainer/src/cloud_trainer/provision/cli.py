@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
         default="/data/edge-agent",
         help="where the bundle lives on the device; paths in the config point there",
     )
+    bundle.add_argument(
+        "--base-config",
+        type=Path,
+        help="device-configs YAML for source, model, limits (default: a minimal one by kind)",
+    )
     fleet = argparse.ArgumentParser(add_help=False)
     fleet.add_argument(
         "--fleet-url",
@@ -122,6 +127,7 @@ def _target(args: argparse.Namespace) -> BundleTarget:
         broker=BrokerAddress(args.broker_host, args.broker_port, args.mtls_port, args.topic_root),
         fleet_public_key=key,
         device_root=PurePosixPath(args.device_root),
+        base_config=args.base_config,
     )
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from cloud_trainer.provision import broker_config as files
 from cloud_trainer.provision.acl import render_acl
 from cloud_trainer.provision.atomic_files import atomic_write, atomic_write_text, exclusive_lock
 from cloud_trainer.provision.bundle import (
+    CONFIG_NAME,
     BrokerAddress,
+    DeviceConfigError,
     DeviceSecret,
+    load_base_config,
     render_device_config,
+    validate_device_config,
     write_bundle,
 )
 from cloud_trainer.provision.fleet_registration import FleetRegistrar
@@ -65,6 +70,7 @@ class BundleTarget:
     broker: BrokerAddress
     fleet_public_key: Path
     device_root: PurePosixPath = DEFAULT_DEVICE_ROOT
+    base_config: Path | None = None  # a device-configs YAML giving source, model, limits
 
 
 class StateDir:
@@ -172,6 +178,7 @@ class Provisioner:
                 generation=existing.generation + 1 if existing else 1,
                 revoked_serials=existing.revoked_serials if existing else [],
             )
+            self._device_config(record, target)  # bad input fails before anything is sent
             if registrar is not None:
                 registrar.register(record)
             passwd = MosquittoPasswordFile.load(self.state.broker_file(files.PASSWD_NAME))
@@ -255,9 +262,20 @@ class Provisioner:
             secret = DeviceSecret(cert_pem=issued.cert_pem(), key_pem=issued.key_pem())
             passwd.remove(record.username)
             record = record.model_copy(update={"cert_serial": issued.serial_hex})
-        config = render_device_config(record, target.broker, target.device_root)
+        config = self._device_config(record, target)
         write_bundle(target.out_dir, config, secret, ca.cert_pem(), fleet_key)
         return record
+
+    @staticmethod
+    def _device_config(record: IdentityRecord, target: BundleTarget) -> dict[str, Any]:
+        """Render the device's config and validate it with the agent's own models."""
+        try:
+            base = load_base_config(target.base_config) if target.base_config else None
+            config = render_device_config(record, target.broker, target.device_root, base)
+            validate_device_config(config, str(target.out_dir / CONFIG_NAME))
+        except DeviceConfigError as e:
+            raise ProvisionError(str(e), exit_code=2) from e
+        return config
 
     def _commit(
         self, registry: ProvisionRegistry, passwd: MosquittoPasswordFile, ca: CertificateAuthority
