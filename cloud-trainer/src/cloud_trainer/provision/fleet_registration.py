@@ -58,22 +58,24 @@ class FleetRegistrar:
             raise FleetRegistrationError(f"fleet service {url} not reachable: {reason}") from e
 
     def register(self, record: IdentityRecord) -> None:
+        # The fleet service's DeviceRegistration model (extra fields are refused there).
         body = {
+            "device_id": record.device,
             "site": record.site,
-            "device": record.device,
             "kind": record.kind.value if record.kind else None,
             "groups": list(record.groups),
-            "username": record.username,
         }
         status = self._request("POST", DEVICES_PATH, body)
         log.info("fleet service registration of %s: HTTP %s", record.username, status)
 
     def deregister(self, record: IdentityRecord) -> None:
-        path = f"{DEVICES_PATH}/{record.site}/{record.device}"
+        """Best effort: a fleet service without a DELETE route (404/405) keeps its history."""
+        path = f"{DEVICES_PATH}/{record.device}"
         try:
             status = self._request("DELETE", path, None)
         except FleetRegistrationError as e:
-            if "answered 404" in str(e):
+            if "answered 404" in str(e) or "answered 405" in str(e):
+                log.info("fleet service keeps %s (no device removal route)", record.username)
                 return
             raise
         log.info("fleet service deregistration of %s: HTTP %s", record.username, status)
