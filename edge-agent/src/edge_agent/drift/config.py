@@ -127,7 +127,7 @@ class Thresholds(ConfigModel):
         description="Accuracy of forecasts joined with the conditions observed at their horizon.",
     )
     f1: LowerHysteresis = Field(
-        default=LowerHysteresis(raise_below=0.5, clear_above=0.6),
+        default=LowerHysteresis(raise_below=0.35, clear_above=0.45),
         title="Online macro-F1",
         description="Macro-F1 of forecasts joined with the conditions observed later.",
     )
