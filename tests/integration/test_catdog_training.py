@@ -1,0 +1,100 @@
+"""Training options beyond the default: the feature cache, top-stage fine-tuning, the small CNN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloud_trainer.catdog.backbone.efficientnet_lite import (
+    build_lite0,
+    default_weights_path,
+    load_lite0_weights,
+)
+from cloud_trainer.catdog.cli import sample_path
+from cloud_trainer.catdog.features import FeatureCache, backbone_id, extract_features
+from cloud_trainer.catdog.ingest import scan_folder
+from cloud_trainer.catdog.split import Split, split_records
+from cloud_trainer.catdog.train import TrainSettings, preprocessing_for, train_effnet
+from cloud_trainer.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SIZE = 96  # small frames keep the test quick; the code path is the one used at 160/224
+
+
+@pytest.fixture(scope="module")
+def sample_split() -> tuple[Split, list[str]]:
+    records, report = scan_folder(sample_path())
+    return split_records(records), report.labels
+
+
+def test_feature_cache_serves_a_second_run(
+    sample_split: tuple[Split, list[str]], tmp_path: Path
+) -> None:
+    split, _ = sample_split
+    weights = default_weights_path()
+    backbone = build_lite0(SIZE, load_lite0_weights(weights))
+    pre = preprocessing_for(SIZE)
+    first = FeatureCache(tmp_path, backbone_id(weights), SIZE)
+    computed = extract_features(backbone, split.train, pre, n_views=2, cache=first)
+    assert computed.shape == (len(split.train), 2, 1280)
+    assert (first.hits, first.misses) == (0, len(split.train))
+    second = FeatureCache(tmp_path, backbone_id(weights), SIZE)
+    cached = extract_features(backbone, split.train, pre, n_views=2, cache=second)
+    assert (second.hits, second.misses) == (len(split.train), 0)
+    np.testing.assert_array_equal(cached, computed)
+    # Flipped views differ from the plain ones: the augmentation reached the backbone.
+    assert not np.allclose(computed[:, 0], computed[:, 1])
+    # A damaged entry is recomputed, not trusted.
+    entry = next(first.folder.rglob("*.npy"))
+    entry.write_bytes(b"not numpy")
+    third = FeatureCache(tmp_path, backbone_id(weights), SIZE)
+    again = extract_features(backbone, split.train, pre, n_views=2, cache=third)
+    assert third.misses == 1
+    np.testing.assert_allclose(again, computed, atol=1e-5)
+
+
+def test_fine_tuning_moves_only_the_top_stages(
+    sample_split: tuple[Split, list[str]], tmp_path: Path
+) -> None:
+    split, labels = sample_split
+    settings = TrainSettings(
+        size=SIZE, feature_views=1, fine_tune_epochs=1, fine_tune_stages=1, fine_tune_lr=1e-3,
+        cache_dir=tmp_path,
+    )  # fmt: skip
+    trained = train_effnet(split, labels, settings)
+    reference = build_lite0(SIZE, load_lite0_weights())
+    model = trained.model
+
+    def same(name: str) -> bool:
+        ours, theirs = model.get_layer(name).get_weights(), reference.get_layer(name).get_weights()
+        return all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+    assert same("stem_conv") and same("block10_dw_conv")  # earlier stages stay frozen
+    assert same("head_bn") and same("block15_dw_bn")  # batch norm stays frozen
+    assert not same("block15_dw_conv") and not same("head_conv")  # the top stage learned
+    assert "fine_tune_val_balanced_accuracy" in trained.metrics
+    assert list(model.output_names) == ["probabilities", "embedding"]
+
+
+def test_small_cnn_option_trains_exports_and_evaluates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    argv = ["catdog", "train", "--arch", "small-cnn", "--quick", "--no-register"]
+    argv += ["--data", str(sample_path()), "--work-dir", str(work)]
+    assert main(argv) == 0
+    report = json.loads((work / "report.json").read_text())
+    assert report["arch"] == "small-cnn"
+    fp32 = work / "catdog-fp32.onnx"
+    assert fp32.stat().st_size < 5e6
+    assert report["int8"]["size_bytes"] < fp32.stat().st_size
+    capsys.readouterr()
+    assert main(["catdog", "evaluate", "--json", "--data", str(sample_path()),
+                 "--model", str(work / "catdog-int8.onnx")]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_images"] == 40 and 0.0 <= result["balanced_accuracy"] <= 1.0
+    assert result["model_name"] == "catdog-int8"
