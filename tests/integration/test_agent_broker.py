@@ -11,7 +11,7 @@ import pytest
 
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink
-from edge_agent.protocol import Command, decode_message, encode, utc_now
+from edge_agent.protocol import Command, TelemetryMessage, decode_message, encode, utc_now
 from tests.integration.agent_fixtures import build_agent, camera_config
 from tests.support.mqtt import Collector
 
@@ -114,6 +114,7 @@ def test_telemetry_status_will_and_commands(tmp_path: Path, mosquitto: Mosquitto
     assert acks["c3"]["result"] == "rejected" and "no handler" in acks["c3"]["detail"]
     assert agent.counters["bad_commands"] == 1
     telemetry = decode_message(next(p for t, p in collector.messages if t.endswith("/telemetry")))
+    assert isinstance(telemetry, TelemetryMessage)
     assert telemetry.rss_bytes > 0 and 0 <= telemetry.cpu_percent <= 100
     assert telemetry.model_name == "catdog"
 
@@ -127,7 +128,9 @@ def test_last_will_says_offline_when_agent_dies(tmp_path: Path, mosquitto: Mosqu
         assert _wait(lambda: bool(collector.messages))
         assert json.loads(collector.messages[-1][1])["state"] == "online"
         # Drop the TCP connection without DISCONNECT, as a crash does: the broker sends the will.
-        agent.link._client.socket().close()
+        sock = agent.link._client.socket()
+        assert sock is not None
+        sock.close()
         assert _wait(lambda: json.loads(collector.messages[-1][1])["state"] == "offline")
     agent.supervisor.stop(1)
 

@@ -52,7 +52,7 @@ def test_kill_9_loses_nothing_committed_and_seq_stays_monotonic(
             text=True,
         )
         assert child.stdout is not None
-        committed = []
+        committed: list[int] = []
         while len(committed) < 3000:
             line = child.stdout.readline()
             assert line, "child ended early"
