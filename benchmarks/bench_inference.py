@@ -16,14 +16,14 @@ Models: without ``--model``, two synthetic ones from ``tests.support.onnx_models
 timed: ``tiny`` (a mean-colour classifier, microseconds: overhead dominates, shown for
 honesty) and ``lite0-cost`` (224x224 input plus two 512x512x512 MatMuls, about the
 compute of EfficientNet-Lite0, the camera model's backbone). Frames are the pet photos at
-their own size (or generated 640x480 scenes without the shared data). Rounds alternate raw
-and engine so a noisy neighbour hurts both alike; the best round of each is reported.
+their own size (or generated 640x480 scenes without the shared data). The variants are
+called one after another, call by call, so a busy neighbour slows them all alike; fps is
+calls over the summed time of each variant, p50/p95 are the engine's per-call latencies.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,21 +65,28 @@ def raw_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def rate(step: Callable[[int], object], seconds: float) -> float:
-    """Calls per second of ``step(i)`` over about ``seconds``."""
-    n = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        step(n)
-        n += 1
-        if n % 8 == 0 and time.perf_counter() >= deadline:
-            break
-    return n / (time.perf_counter() - start)
+def interleaved(steps: list[Callable[[int], object]], seconds: float) -> list[list[float]]:
+    """Per-call times (s) of each step, calls interleaved one by one in rotating order.
+
+    A shared, busy machine slows whichever loop runs while a neighbour is busy; interleaving
+    every call spreads that noise evenly over all the variants being compared.
+    """
+    times: list[list[float]] = [[] for _ in steps]
+    order = list(range(len(steps)))
+    deadline = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < deadline or i < 16:
+        for j in order:
+            t0 = time.perf_counter()
+            steps[j](i)
+            times[j].append(time.perf_counter() - t0)
+        order = order[1:] + order[:1]
+        i += 1
+    return times
 
 
 def bench_model(
-    label: str, path: Path, frames: list[np.ndarray], threads: int, seconds: float, rounds: int
+    label: str, path: Path, frames: list[np.ndarray], threads: int, seconds: float
 ) -> tuple[float, float, float, float]:
     engine = InferenceEngine.load(path, threads=threads)
     pre = engine.spec.preprocessing
@@ -108,21 +115,16 @@ def bench_model(
     def lean_step(i: int) -> object:
         return engine.predict(samples[i % k], with_stats=False)
 
-    steps = (raw_step, raw_prepared_step, engine_step, lean_step)
-    for step in steps:
-        rate(step, 0.3)
-    runs: list[list[float]] = [[] for _ in steps]
-    for _ in range(rounds):
-        for step, out in zip(steps, runs, strict=True):
-            out.append(rate(step, seconds / rounds))
-    raw_fps, prep_fps, engine_fps, lean_fps = (max(r) for r in runs)
-    snap = engine.latency.snapshot()
+    steps: list[Callable[[int], object]] = [raw_step, raw_prepared_step, engine_step, lean_step]
+    interleaved(steps, 0.5)  # warm-up: lazy allocations, caches, the statistics pool
+    times = interleaved(steps, seconds)
+    raw_fps, prep_fps, engine_fps, lean_fps = (len(t) / sum(t) for t in times)
+    p50, p95 = np.percentile(np.asarray(times[2]) * 1000, [50, 95])
     print(
         f"{label:<12} {threads:>7} {raw_fps:>9.1f} {prep_fps:>9.1f} {engine_fps:>9.1f} "
         f"{lean_fps:>9.1f} {engine_fps / raw_fps:>8.3f} {engine_fps / prep_fps:>8.3f} "
-        f"{lean_fps / prep_fps:>8.3f} {snap.p50_ms:>7.2f} {snap.p95_ms:>7.2f}"
+        f"{lean_fps / prep_fps:>8.3f} {p50:>7.2f} {p95:>7.2f}  ({len(times[0])} calls each)"
     )
-    print(f"{'':<12} {'median':>7} " + " ".join(f"{statistics.median(r):>9.1f}" for r in runs))
     return raw_fps, prep_fps, engine_fps, lean_fps
 
 
@@ -130,7 +132,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--seconds", type=float, default=3.0, help="per model and setting")
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--model", type=Path, help="an ONNX file with an embedded spec")
@@ -156,9 +157,7 @@ def main() -> None:
         figures = {}
         for label, path in models:
             for threads in args.threads:
-                figures[(label, threads)] = bench_model(
-                    label, path, frames, threads, args.seconds, args.rounds
-                )
+                figures[(label, threads)] = bench_model(label, path, frames, threads, args.seconds)
     realistic = [f for (label, _t), f in figures.items() if label != "tiny"]
     if realistic:
         vs_run = min(e / r for r, _p, e, _l in realistic)
