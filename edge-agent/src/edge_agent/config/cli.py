@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config.loader import ConfigError, load_config
+from edge_agent.config.reference import config_reference
 
 
 def register(subparsers: Any) -> None:
@@ -15,6 +16,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parser.set_defaults(func=validate_config)
+    reference = subparsers.add_parser(
+        "config-reference", help="print the device config reference (Markdown)"
+    )
+    reference.set_defaults(func=print_reference)
+
+
+def print_reference(args: argparse.Namespace) -> int:
+    print(config_reference())  # noqa: T201 - CLI output
+    return 0
 
 
 def validate_config(args: argparse.Namespace) -> int:
