@@ -105,3 +105,10 @@ def test_validate_config_command_exit_codes(tmp_path: Path, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert "ok (camera park/park-cam-01)" in out and "did you mean 'fps'?" in out
     assert "hunter2" not in out
+
+
+def test_docs_carry_the_current_config_reference():
+    from edge_agent.config.reference import config_reference
+
+    docs = (ROOT / "docs" / "edge-agent.md").read_text()
+    assert config_reference() in docs, "regenerate: edge-agent config-reference"
