@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
         "--release-key", type=Path, action="append", default=[], help="trusted public key (PEM)"
     )
     serve.add_argument(
+        "--release-signing-key", type=Path, help="private key (PEM) for promote/rollback"
+    )
+    serve.add_argument(
         "--tokens-file",
         type=Path,
         help="name=token lines for the API (else $FLEET_API_TOKENS, else one is generated)",
@@ -85,6 +88,7 @@ def serve_command(args: argparse.Namespace) -> int:
             samples_dir=args.samples_dir,
             policy_file=args.policy,
             release_public_keys=args.release_key,
+            release_signing_key=args.release_signing_key,
         )
         service = FleetService(settings)
     except (ValidationError, ProtocolError, PolicyConfigError) as e:

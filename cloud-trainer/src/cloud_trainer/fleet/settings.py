@@ -66,6 +66,9 @@ class FleetSettings(ConfigModel):
     policy_file: Path | None = Field(
         default=None, title="Policy file", description="YAML rules; default: notify only."
     )
+    release_signing_key: Path | None = Field(
+        default=None, title="Release signing key", description="Lets operators promote/roll back."
+    )
     release_public_keys: list[Path] = Field(
         default_factory=list,
         title="Release keys",

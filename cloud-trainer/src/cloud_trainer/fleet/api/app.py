@@ -22,6 +22,9 @@ def create_app(context: FleetContext) -> FastAPI:
     app.state.fleet = context
     app.include_router(fleet_router)
     app.include_router(ops_router)
+    from cloud_trainer.fleet.web import mount_dashboard  # web builds on api.deps: import late
+
+    mount_dashboard(app, context)
     settings = context.settings
 
     def limit_for(path: str) -> int:

@@ -1,0 +1,142 @@
+// The page shell: hash routes, sign-in, the live event stream and the alert badge.
+import { api, session } from "./api.js";
+import { el, clear } from "./dom.js";
+import { mountFleet } from "./views/fleet.js";
+import { mountDevice } from "./views/device.js";
+import { mountReleases } from "./views/releases.js";
+import { mountAlerts } from "./views/alerts.js";
+
+const VIEWS = { fleet: mountFleet, device: mountDevice, releases: mountReleases, alerts: mountAlerts };
+const root = document.getElementById("view");
+let current = null;
+let caps = { release_actions: false, commands: false };
+
+function route() {
+  const hash = location.hash.replace(/^#\/?/, "");
+  const [path, query] = hash.split("?");
+  const parts = path.split("/").filter(Boolean);
+  const name = VIEWS[parts[0]] ? parts[0] : "fleet";
+  return { name, arg: parts[1] ? decodeURIComponent(parts[1]) : null, params: new URLSearchParams(query || "") };
+}
+
+function toast(message, kind = "info") {
+  const box = document.getElementById("toast");
+  const item = el("div", { class: `toast ${kind}`, text: message });
+  box.append(item);
+  setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
+}
+
+const login = document.getElementById("login");
+let loginWaiters = [];
+
+function showSession() {
+  const name = session.name;
+  document.getElementById("who").textContent = name ? `signed in as ${name}` : "";
+  document.getElementById("sign-in").hidden = Boolean(name);
+  document.getElementById("sign-out").hidden = !name;
+  document.body.classList.toggle("signed-in", Boolean(name));
+}
+
+// Resolves true once signed in (asking for a token if needed), false if the user cancels.
+function requireLogin() {
+  if (session.token) return Promise.resolve(true);
+  document.getElementById("login-error").textContent = "";
+  document.getElementById("token").value = "";
+  if (!login.open) login.showModal();
+  return new Promise((resolve) => loginWaiters.push(resolve));
+}
+
+function finishLogin(ok) {
+  login.close();
+  const waiters = loginWaiters;
+  loginWaiters = [];
+  waiters.forEach((resolve) => resolve(ok));
+  showSession();
+  if (ok && current) current.view.refresh();
+}
+
+document.getElementById("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const token = document.getElementById("token").value.trim();
+  try {
+    const who = await api("/api/session", { method: "POST", token });
+    session.save(token, who.name);
+    toast(`Signed in as ${who.name}`);
+    finishLogin(true);
+  } catch (err) {
+    document.getElementById("login-error").textContent =
+      err.status === 401 ? "That token is not valid for this fleet service." : err.message;
+  }
+});
+document.getElementById("login-cancel").addEventListener("click", () => finishLogin(false));
+login.addEventListener("cancel", () => finishLogin(false));
+document.getElementById("sign-in").addEventListener("click", () => requireLogin());
+document.getElementById("sign-out").addEventListener("click", () => {
+  session.clear();
+  showSession();
+  if (current) current.view.refresh();
+});
+window.addEventListener("fleet:signed-out", () => {
+  showSession();
+  toast("The token was refused; sign in again.", "error");
+});
+
+async function refreshAlertBadge() {
+  try {
+    const data = await api("/api/alerts?unacknowledged=true&limit=1000");
+    const badge = document.getElementById("alert-badge");
+    badge.textContent = String(data.count);
+    badge.hidden = data.count === 0;
+  } catch (err) {
+    console.warn("alert count", err);
+  }
+}
+
+async function render() {
+  const r = route();
+  if (current) current.view.destroy?.();
+  document.querySelectorAll("[data-nav]").forEach((a) => {
+    a.classList.toggle("active", a.dataset.nav === (r.name === "device" ? "fleet" : r.name));
+  });
+  clear(root);
+  const ctx = { caps, toast, requireLogin, signedIn: () => Boolean(session.token) };
+  const view = await VIEWS[r.name](root, r, ctx);
+  current = { route: r, view };
+}
+
+function connectLive() {
+  const indicator = document.getElementById("live");
+  const source = new EventSource("/api/events");
+  source.addEventListener("open", () => {
+    indicator.textContent = "live";
+    indicator.className = "live on";
+  });
+  source.addEventListener("error", () => {
+    indicator.textContent = "reconnecting…";
+    indicator.className = "live off";
+  });
+  for (const kind of ["devices", "alerts", "releases", "commands"]) {
+    source.addEventListener(kind, (event) => {
+      const data = JSON.parse(event.data);
+      document.body.dataset.lastLive = `${kind}:${Date.now()}`;
+      if (kind === "alerts") refreshAlertBadge();
+      if (current && current.view.onLive) current.view.onLive(kind, data);
+    });
+  }
+}
+
+async function start() {
+  try {
+    caps = await api("/api/session");
+  } catch (err) {
+    toast(err.message, "error");
+  }
+  showSession();
+  window.addEventListener("hashchange", render);
+  await render();
+  refreshAlertBadge();
+  connectLive();
+  document.body.dataset.ready = "true";
+}
+
+start();

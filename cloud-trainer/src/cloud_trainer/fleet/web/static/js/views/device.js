@@ -1,0 +1,150 @@
+// Device detail: telemetry charts, prediction shares, drift against thresholds, history, actions.
+import { api, sendCommand } from "../api.js";
+import { el, clear, ago, when, badge, card, table, throttle } from "../dom.js";
+import { timeChart, shareBars, driftBars } from "../charts.js";
+
+const CHARTS = [
+  ["CPU", "%", ["cpu"], (t) => [t.cpu_percent]],
+  ["Memory", "%", ["memory"], (t) => [t.mem_percent]],
+  ["Temperature", "°C", ["temperature"], (t) => [t.temperature_c]],
+  ["Inference latency", "ms", ["p50", "p95"], (t) => [t.inference_p50_ms, t.inference_p95_ms]],
+  ["Frames per second", "fps", ["fps"], (t) => [t.fps]],
+];
+const STATE_KIND = { committed: "good", done: "good", failed: "bad", rolled_back: "bad", rejected: "bad", refused: "muted" };
+
+function header(d, now) {
+  const fact = (label, value) => el("div", { class: "fact" }, el("span", { text: label }), el("strong", { text: value }));
+  return el(
+    "div", { class: "facts" },
+    fact("Status", d.online ? "online" : "offline"),
+    fact("Site", d.site),
+    fact("Kind", d.kind || "—"),
+    fact("Model", d.model_name ? `${d.model_name} v${d.model_version ?? "?"}` : "—"),
+    fact("Drift", d.drift_status === "ok" ? "ok" : `${d.drift_status} (${(d.drift_detectors || []).join(", ")})`),
+    fact("Last seen", ago(d.last_seen, now)),
+    fact("Agent", d.agent_version || "—"),
+  );
+}
+
+function latestPerDetector(alerts) {
+  const seen = new Map();
+  for (const a of alerts) if (!seen.has(a.detector)) seen.set(a.detector, a);
+  return [...seen.values()];
+}
+
+function driftSection(alerts) {
+  const latest = latestPerDetector(alerts);
+  if (!latest.length) return el("p", { class: "empty", text: "No drift reported." });
+  return el("div", {}, latest.map((a) => el(
+    "div", { class: "detector", dataset: { detector: a.detector } },
+    el("div", { class: "detector-head" },
+      el("strong", { text: a.detector }),
+      badge(a.state, a.state === "raised" ? "warn" : "good"),
+      badge(a.severity, a.severity === "critical" ? "bad" : "muted"),
+      el("span", { class: "muted", text: `${when(a.ts)} · window of ${a.window_n}` })),
+    driftBars(a.features),
+  )));
+}
+
+function actions(device, ctx, onSent) {
+  const version = el("input", { type: "number", min: "0", id: "pin-version", value: device.model_version ?? "", "aria-label": "Version to pin" });
+  const send = async (action, args, label) => {
+    if (!(await ctx.requireLogin())) return;
+    try {
+      const sent = await sendCommand(device.device_id, action, args);
+      ctx.toast(`${label} sent to ${device.device_id} (${sent.cmd_id})`);
+      onSent();
+    } catch (err) {
+      ctx.toast(`${label} failed: ${err.message}`, "error");
+    }
+  };
+  const pin = () => {
+    const v = version.value.trim();
+    if (v !== "" && !/^\d+$/.test(v)) { ctx.toast("The version must be a whole number.", "error"); return; }
+    send("pin", v === "" ? {} : { version: Number(v) }, v === "" ? "Pin" : `Pin to v${v}`);
+  };
+  return el(
+    "div", { class: "actions" },
+    el("label", {}, el("span", { text: "Version" }), version),
+    el("button", { type: "button", id: "pin", class: "primary", onclick: pin, text: "Pin" }),
+    el("button", { type: "button", id: "unpin", onclick: () => send("unpin", {}, "Unpin"), text: "Unpin" }),
+    el("button", { type: "button", id: "device-rollback", class: "danger", onclick: () => send("rollback", {}, "Roll back"), text: "Roll back model" }),
+    el("button", { type: "button", id: "update-check", onclick: () => send("update_check", {}, "Update check"), text: "Check for update" }),
+    ctx.signedIn() ? null : el("span", { class: "muted", text: "Sign in to act on this device." }),
+  );
+}
+
+export async function mountDevice(root, route, ctx) {
+  const id = route.arg;
+  const charts = CHARTS.map(([title, unit, names, pick]) => ({ chart: timeChart(title, unit, names), pick }));
+  const facts = el("div");
+  const predictions = el("div");
+  const drift = el("div");
+  const updates = el("div");
+  const commands = el("div");
+  const actionBox = el("div");
+  root.append(
+    el("div", { class: "page-head" },
+      el("a", { href: "#/fleet", class: "back", text: "← Fleet" }),
+      el("h1", { text: id })),
+    el("div", { class: "page" },
+      facts,
+      card("Telemetry, last 24 h", el("div", { class: "charts" }, charts.map((c) => c.chart.node))),
+      el("div", { class: "columns" },
+        card("Predictions, last 24 h", predictions),
+        card("Drift: score against threshold", drift)),
+      el("div", { class: "columns" },
+        card("Update history", updates),
+        card("Actions", actionBox, commands))),
+  );
+
+  async function refresh() {
+    let data;
+    try {
+      data = await api(`/api/devices/${encodeURIComponent(id)}`);
+    } catch (err) {
+      clear(facts).append(el("p", { class: "error", text: err.status === 404 ? `No device ${id}.` : err.message }));
+      return;
+    }
+    const now = Date.now() / 1000;
+    clear(facts).append(header(data.device, now));
+    const xs = data.telemetry.map((t) => t.ts);
+    for (const { chart, pick } of charts) {
+      const values = data.telemetry.map(pick);
+      chart.update(xs, values.length ? values[0].map((_, i) => values.map((v) => v[i])) : pick({}).map(() => []));
+    }
+    const versions = data.predictions.versions;
+    clear(predictions).append(versions.length
+      ? el("div", {}, versions.map((v) => el("div", { class: "version-block" },
+          el("h3", { text: `${v.model_name} v${v.model_version} · ${v.total} predictions` }), shareBars(v.labels))))
+      : el("p", { class: "empty", text: "No predictions in this window." }));
+    clear(drift).append(driftSection(data.alerts));
+    clear(updates).append(table(["When", "Release", "Version", "State", "Reason"], data.updates.map((u) => el(
+      "tr", {},
+      el("td", { text: when(u.ts) }),
+      el("td", { class: "mono", text: u.release_id || "—" }),
+      el("td", { text: `v${u.from_version ?? "?"} → v${u.to_version}` }),
+      el("td", {}, badge(u.state, STATE_KIND[u.state] || "")),
+      el("td", { class: "muted", text: u.reason || "" }),
+    )), "No updates reported."));
+    clear(actionBox).append(actions(data.device, ctx, refreshSoon));
+    clear(commands).append(el("h3", { text: "Commands" }), table(["Sent", "Action", "Args", "By", "Status"], data.commands.map((c) => el(
+      "tr", { dataset: { cmd: c.cmd_id, action: c.action } },
+      el("td", { text: ago(c.issued_at, now) }),
+      el("td", { text: c.action }),
+      el("td", { class: "mono", text: Object.entries(c.args || {}).map(([k, v]) => `${k}=${v}`).join(" ") }),
+      el("td", { text: c.issued_by }),
+      el("td", { class: "status" }, badge(c.status, STATE_KIND[c.status] || "")),
+    )), "No commands sent."));
+  }
+
+  const refreshSoon = throttle(refresh, 1000);
+  await refresh();
+  return {
+    refresh,
+    onLive(kind, data) {
+      if (kind === "commands" || kind === "alerts" || (kind === "devices" && data.changed.includes(id))) refreshSoon();
+    },
+    destroy() { charts.forEach((c) => c.chart.destroy()); },
+  };
+}
