@@ -70,14 +70,30 @@ class PublishResult:
     def mid(self) -> int:
         return int(self._info.mid)
 
+    @property
+    def refused(self) -> bool:
+        """paho did not queue the message (no connection, or its queue is full)."""
+        return self._info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)
+
+    @property
+    def done(self) -> bool:
+        """Acknowledged by the broker (PUBACK for QoS 1); never blocks, never raises."""
+        if self.refused:
+            return False
+        try:
+            return bool(self._info.is_published())
+        except (RuntimeError, ValueError):
+            return False
+
     def wait(self, timeout: float) -> bool:
-        if self._info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self._info.is_published():
+        """Wait up to ``timeout`` s for the acknowledgement; False if refused or timed out."""
+        if self.refused:
             return False
         try:
             self._info.wait_for_publish(timeout=timeout)
         except (RuntimeError, ValueError):
             return False
-        return bool(self._info.is_published())
+        return self.done
 
 
 class MqttLink:

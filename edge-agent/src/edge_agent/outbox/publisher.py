@@ -24,20 +24,9 @@ class PublisherStats:
 
 def _acked(result: PublishResult) -> bool | None:
     """True once PUBACK arrived, False while pending, None when paho refused the publish."""
-    # PublishResult.wait(0) builds a timed wait per call, which costs more than the publish;
-    # paho's is_published() is a flag read under a lock.
-    info = result._info
-    try:
-        return bool(info.is_published())
-    except (RuntimeError, ValueError):
+    if result.refused:
         return None
-
-
-def _wait_quietly(result: PublishResult, timeout: float) -> None:
-    try:
-        result.wait(timeout)
-    except (RuntimeError, ValueError):
-        return
+    return result.done
 
 
 class OutboxPublisher:
@@ -147,7 +136,7 @@ class OutboxPublisher:
                 continue
             if len(self._inflight) >= self.window:
                 # Window full: wait for the oldest ack (acks return in publish order).
-                _wait_quietly(self._inflight[0][1], 0.05)
+                self._inflight[0][1].wait(0.05)
             elif self._inflight:
                 self._wake.wait(0.002)
             else:
