@@ -81,6 +81,7 @@ def test_quick_train_registers_exports_and_gates(trained: tuple[Path, MlflowStor
     assert version.run_id is not None
     run = client.get_run(version.run_id)
     assert run.data.tags["data_version"] == spec.data_version
+    assert spec.git_commit and run.data.tags["git_commit"] == spec.git_commit
     assert 0.0 < run.data.metrics["test.macro_f1"] <= 1.0
     assert "baseline.persistence.macro_f1" in run.data.metrics
     artefacts = {a.path for a in mlflow.artifacts.list_artifacts(run_id=run.info.run_id)}

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.features.weather import (
     CONDITIONS,
@@ -158,3 +160,28 @@ def test_vectorised_refuses_non_consecutive_hours() -> None:
     hours, readings, codes = synthetic_hours(5, seed=5)
     with pytest.raises(ValueError, match="consecutive"):
         compute_features(hours[[0, 1, 3]], {k: v[:3] for k, v in readings.items()}, codes[:3])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lost=st.lists(st.integers(0, 79), max_size=30, unique=True),
+    faults=st.lists(st.tuples(st.sampled_from(READING_FIELDS), st.integers(0, 79)), max_size=20),
+    seed=st.integers(0, 1000),
+)
+def test_streaming_equals_vectorised_for_any_gaps(lost, faults, seed) -> None:
+    hours, readings, codes = synthetic_hours(80, seed=seed)
+    for name, i in faults:
+        readings[name][i] = 0.0 if name in ("pressure_mb", "humidity") else np.nan
+    for i in lost:
+        for name in READING_FIELDS:
+            readings[name][i] = np.nan
+        codes[i] = np.nan
+    matrix, valid = compute_features(hours, readings, codes)
+    builder = WeatherFeatureBuilder()
+    for i in range(hours.size):
+        if i in lost:
+            continue
+        row = builder.push(reading_at(hours, readings, codes, i))
+        assert (row is not None) == bool(valid[i])
+        if row is not None:
+            np.testing.assert_array_equal(feature_vector(row)[0], matrix[i].astype(np.float32))

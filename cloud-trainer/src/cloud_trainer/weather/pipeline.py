@@ -46,7 +46,7 @@ from cloud_trainer.weather.model import (
 )
 from cloud_trainer.weather.packaging import drift_baseline, export_model, model_spec
 from cloud_trainer.weather.scoring import WeatherScorer
-from cloud_trainer.weather.settings import TrainSettings
+from cloud_trainer.weather.settings import TrainSettings, repository_root
 from edge_agent.features.weather import FEATURE_SET
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def train_weather(
     plots = save_plots(work_dir / "plots", split.test.y, prob, best.threshold)
 
     step(STEPS[5])
-    commit = git_commit()
+    commit = git_commit(repository_root())
     drift = drift_baseline(split, best)
     store = open_store(settings.store) if settings.register_model else None
     expected_version = _next_version(settings.model_name) if store else None
