@@ -81,6 +81,14 @@ def test_calendar_split_keeps_the_last_year_for_test(tmp_path: Path) -> None:
     assert test_start - np.datetime64(bounds.validation_start, "h") == np.timedelta64(365 * 24, "h")
 
 
+def test_long_span_with_a_long_outage_falls_back_to_shares() -> None:
+    early = np.datetime64("2006-01-01T00", "h") + np.arange(200 * 24)
+    late = np.datetime64("2010-06-01T00", "h") + np.arange(60 * 24)
+    bounds = time_split(np.concatenate([early, late]))
+    assert bounds.rule.startswith("short history")
+    assert np.datetime64(bounds.test_start, "h") > late[0]
+
+
 def test_short_history_split_by_share_and_parts_are_disjoint(tmp_path: Path) -> None:
     rows = station_rows(START, 24 * 20, conditions_pattern(24 * 20))
     history, _ = load_station_history(write_csv(tmp_path / "x.csv", rows))

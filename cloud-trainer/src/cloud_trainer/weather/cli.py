@@ -53,6 +53,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
     from cloud_trainer.export import ExportError
     from cloud_trainer.registry import RegistryError
     from cloud_trainer.weather.ingest import WeatherDataError
@@ -96,6 +98,8 @@ def run_train(args: argparse.Namespace) -> int:
             outcome = train_weather(settings, on_step)
         except (WeatherDataError, ExportError, RegistryError) as e:
             raise UserError(str(e), exit_code=2 if isinstance(e, WeatherDataError) else 1) from e
+        except MlflowException as e:
+            raise UserError(f"MLflow store {settings.store or '(default)'}: {e.message}") from e
         progress.update(task, completed=len(STEPS), description="done")
 
     table = Table(title=f"test split: {outcome.test_metrics['n_rows']} rows (last year)")

@@ -19,6 +19,7 @@ HORIZON_HOURS = 4
 _RAIN = float(CONDITIONS.index("rain"))
 # Histories shorter than this are split by share of time rather than by calendar year.
 MIN_YEARS_FOR_CALENDAR_SPLIT = 3
+MIN_ROWS_PER_CALENDAR_PART = 365 * 24 // 2
 
 
 def rain_ahead(
@@ -86,7 +87,8 @@ class SplitBoundaries(BaseModel):
 def time_split(hours: npt.NDArray[np.datetime64]) -> SplitBoundaries:
     """The last year is the test set and the year before validation; never random over time.
 
-    Short histories (a sample of a few months) use the last 15 % and the 15 % before it.
+    Histories without at least half a year of rows in each of those two years (a sample of a
+    few months, or long outages) use the last 15 % of rows and the 15 % before them.
     """
     if hours.size < 20:
         raise WeatherDataError(f"only {hours.size} labelled hours: too few to split by time")
@@ -94,11 +96,15 @@ def time_split(hours: npt.NDArray[np.datetime64]) -> SplitBoundaries:
     year = np.timedelta64(365 * 24, "h")
     if last - first >= MIN_YEARS_FOR_CALENDAR_SPLIT * year:
         test_start = last - year + np.timedelta64(1, "h")
-        return SplitBoundaries(
-            rule="last 365 days test, 365 days before validation",
-            validation_start=str(test_start - year),
-            test_start=str(test_start),
-        )
+        validation_start = test_start - year
+        n_test = int((hours >= test_start).sum())
+        n_validation = int(((hours >= validation_start) & (hours < test_start)).sum())
+        if min(n_test, n_validation) >= MIN_ROWS_PER_CALENDAR_PART:
+            return SplitBoundaries(
+                rule="last 365 days test, 365 days before validation",
+                validation_start=str(validation_start),
+                test_start=str(test_start),
+            )
     ordered = np.sort(hours)
     n = ordered.size
     return SplitBoundaries(
