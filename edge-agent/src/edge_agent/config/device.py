@@ -123,6 +123,15 @@ class ModelConfig(ConfigModel):
         title="Model file",
         description="ONNX file (with its spec in metadata) served when no update is active.",
     )
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        title="Model name",
+        description=(
+            "Registry name whose releases this device takes (its release topic). "
+            "Defaults to the name in the model file's spec."
+        ),
+    )
     version: int = Field(
         default=0,
         ge=0,

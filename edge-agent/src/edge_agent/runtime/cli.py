@@ -15,12 +15,16 @@ from edge_agent.api.server import ApiServerError
 from edge_agent.comms.mqtt import LinkError
 from edge_agent.config.device import DeviceConfig, SecretError
 from edge_agent.config.loader import ConfigError, load_config
+from edge_agent.drift.service import DriftService
 from edge_agent.inference import InferenceEngine, ModelLoadError
 from edge_agent.outbox import OutboxError
 from edge_agent.runtime.agent import EdgeAgent
 from edge_agent.runtime.doctor import run_checks
 from edge_agent.runtime.logs import configure_logging
 from edge_agent.sources import SourceError, open_source
+from edge_agent.updater.agent_link import DeferredSink, attach, build_updater
+from edge_agent.updater.errors import UpdateError
+from edge_agent.updater.service import ModelUpdater
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +62,62 @@ def doctor(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+class StartupError(Exception):
+    """The config leaves the agent nothing it can serve."""
+
+
+def _serving_engine(
+    config: DeviceConfig,
+) -> tuple[InferenceEngine, tuple[ModelUpdater, DeferredSink] | None]:
+    """The engine to serve first; with updates on, the updater picks it (never one on probation)."""
+    path, threads = config.model.path, config.model.threads
+    if config.updates is None:
+        if path is None:
+            raise StartupError("model.path is not set and updates are off: nothing to serve")
+        return InferenceEngine.load(path, threads=threads), None
+    name = config.model.name
+    if name is None:
+        if path is None:
+            raise StartupError("set model.name (or model.path) so the updater knows its model")
+        name = InferenceEngine.load(path, threads=threads).spec.name
+    updater, engine, sink = build_updater(
+        config.updates,
+        model=name,
+        device_id=config.device_id,
+        groups=list(config.groups),
+        provisioned=path,
+        provisioned_version=config.model.version,
+    )
+    return engine, (updater, sink)
+
+
 def run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
     configure_logging(config.logging.level, config.logging.json_lines)
-    if config.model.path is None:
-        log.error("model.path is not set: nothing to serve")
-        return 1
+    updater: tuple[ModelUpdater, DeferredSink] | None = None
+    drift: DriftService | None = None
     try:
-        engine = InferenceEngine.load(config.model.path, threads=config.model.threads)
+        engine, updater = _serving_engine(config)
         if config.model.warm_up:
             engine.warm_up()
         agent = EdgeAgent(config, engine, None)
         agent.source = open_source(config.source, mqtt=agent.link)
-    except (ModelLoadError, SourceError, OutboxError, SecretError, OSError) as e:
+        if updater is not None:
+            attach(agent, *updater)
+        if config.drift is not None and config.drift.enabled:
+            drift = DriftService(agent, config.drift, config.limits.outbox_path.parent).attach()
+            drift.start_uploads()
+    except (
+        StartupError,
+        ModelLoadError,
+        UpdateError,
+        SourceError,
+        OutboxError,
+        SecretError,
+        OSError,
+    ) as e:
         log.error("cannot start: %s", e)
         return 1
     stop = threading.Event()
@@ -106,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if api is not None:
             api.stop()
+    if drift is not None:
+        drift.stop()
+    if updater is not None:
+        updater[0].stop()
     flushed = agent.stop()
     if not flushed:
         log.warning("outbox not empty at exit: the rest is sent on the next start")
