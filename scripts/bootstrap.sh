@@ -37,6 +37,16 @@ ensure_mosquitto() {
   export PATH="$PATH:/usr/sbin"
 }
 
+ensure_chromium() {
+  # Debian's chromium drives the dashboard's browser tests (Playwright, never its own download).
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    say "chromium is missing: the dashboard browser tests will fail (sudo apt-get install chromium)"
+    return 0
+  fi
+  apt_install chromium
+}
+
 lock_hash() {
   cat "$@" | { sha256sum 2>/dev/null || shasum -a 256; } | cut -c1-16
 }

@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$ROOT"
 
 ensure_mosquitto
+ensure_chromium
 VENV="$(dev_venv)"
 EDGE_VENV="$(edge_venv)"
 export EDGE_VENV

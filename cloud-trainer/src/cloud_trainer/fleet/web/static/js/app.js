@@ -134,7 +134,7 @@ async function start() {
   showSession();
   window.addEventListener("hashchange", render);
   await render();
-  refreshAlertBadge();
+  await refreshAlertBadge();
   connectLive();
   document.body.dataset.ready = "true";
 }

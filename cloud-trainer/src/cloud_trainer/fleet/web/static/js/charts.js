@@ -4,7 +4,8 @@ import { el, pct } from "./dom.js";
 const COLORS = ["#2563eb", "#dc6803", "#0e9384", "#7a5af8"];
 
 // A time-series chart that keeps its uPlot instance and only swaps data on refresh.
-export function timeChart(title, unit, names) {
+// `range` fixes the y scale (percentages read best on 0–100); otherwise it starts at 0.
+export function timeChart(title, unit, names, range = null) {
   const holder = el("div", { class: "chart-body" });
   const box = el("figure", { class: "chart", dataset: { chart: title } },
     el("figcaption", {}, el("span", { text: title }), el("span", { class: "unit", text: unit })),
@@ -22,14 +23,17 @@ export function timeChart(title, unit, names) {
       plot = new window.uPlot({
         width: Math.max(holder.clientWidth, 240),
         height: 150,
-        legend: { show: names.length > 1 },
+        legend: { show: names.length > 1, live: false },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true } },
+        scales: {
+          x: { time: true },
+          y: { range: range ? () => range : (u, min, max) => [0, max > 0 ? max * 1.15 : 1] },
+        },
         axes: [
           { stroke: "#667085", grid: { stroke: "#eaecf0" }, ticks: { stroke: "#eaecf0" } },
           { stroke: "#667085", grid: { stroke: "#eaecf0" }, ticks: { stroke: "#eaecf0" }, size: 44 },
         ],
-        series: [{}, ...names.map((name, i) => ({
+        series: [{ label: "time" }, ...names.map((name, i) => ({
           label: name, stroke: COLORS[i % COLORS.length], width: 1.6, spanGaps: false,
           points: { show: xs.length < 40, size: 4 },
         }))],

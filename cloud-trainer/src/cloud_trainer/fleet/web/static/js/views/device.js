@@ -3,9 +3,10 @@ import { api, sendCommand } from "../api.js";
 import { el, clear, ago, when, badge, card, table, throttle } from "../dom.js";
 import { timeChart, shareBars, driftBars } from "../charts.js";
 
+const PERCENT = [0, 100];
 const CHARTS = [
-  ["CPU", "%", ["cpu"], (t) => [t.cpu_percent]],
-  ["Memory", "%", ["memory"], (t) => [t.mem_percent]],
+  ["CPU", "%", ["cpu"], (t) => [t.cpu_percent], PERCENT],
+  ["Memory", "%", ["memory"], (t) => [t.mem_percent], PERCENT],
   ["Temperature", "°C", ["temperature"], (t) => [t.temperature_c]],
   ["Inference latency", "ms", ["p50", "p95"], (t) => [t.inference_p50_ms, t.inference_p95_ms]],
   ["Frames per second", "fps", ["fps"], (t) => [t.fps]],
@@ -76,7 +77,7 @@ function actions(device, ctx, onSent) {
 
 export async function mountDevice(root, route, ctx) {
   const id = route.arg;
-  const charts = CHARTS.map(([title, unit, names, pick]) => ({ chart: timeChart(title, unit, names), pick }));
+  const charts = CHARTS.map(([title, unit, names, pick, range]) => ({ chart: timeChart(title, unit, names, range), pick }));
   const facts = el("div");
   const predictions = el("div");
   const drift = el("div");

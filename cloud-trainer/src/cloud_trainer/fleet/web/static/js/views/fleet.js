@@ -3,10 +3,10 @@ import { api } from "../api.js";
 import { el, clear, ago, when, badge, card, table, throttle } from "../dom.js";
 
 const FILTERS = [
-  ["site", "Site"],
-  ["kind", "Kind"],
-  ["model", "Model"],
-  ["online", "Status"],
+  ["site", "Site", "All sites"],
+  ["kind", "Kind", "All kinds"],
+  ["model", "Model", "All models"],
+  ["online", "Status", "Any status"],
 ];
 
 function options(devices, key) {
@@ -18,10 +18,10 @@ function options(devices, key) {
 
 function filterBar(all, params) {
   const bar = el("form", { class: "filters", id: "filters" });
-  for (const [key, label] of FILTERS) {
+  for (const [key, label, any] of FILTERS) {
     const select = el(
       "select", { name: key, id: `filter-${key}`, "aria-label": label },
-      el("option", { value: "", text: `All ${label.toLowerCase()}s` }),
+      el("option", { value: "", text: any }),
       options(all, key).map(([value, text]) =>
         el("option", { value, text, selected: params.get(key) === value })),
     );

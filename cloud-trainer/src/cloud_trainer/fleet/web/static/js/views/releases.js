@@ -15,9 +15,9 @@ function audience(r) {
 
 function outcomes(r) {
   const counts = Object.entries(r.outcome_counts).sort();
-  return el("div", { class: "pills" }, counts.length
-    ? counts.map(([state, n]) => badge(`${state} ${n}`, OUTCOME_KIND[state] || ""))
-    : el("span", { class: "muted", text: "no device has reported on it yet" }));
+  if (!counts.length) return null;
+  return el("div", { class: "pills" },
+    counts.map(([state, n]) => badge(`${state} ${n}`, OUTCOME_KIND[state] || "")));
 }
 
 function act(ctx, label, path, body, done) {
@@ -79,7 +79,7 @@ function releaseBlock(r, isCurrent, ctx, done) {
       el("td", {}, badge(d.state, OUTCOME_KIND[d.state] || "")),
       el("td", { text: ago(d.updated_at, now) }),
       el("td", { class: "muted", text: d.reason || "" }),
-    )), "No outcomes yet."),
+    )), "No device has reported on this release yet."),
   );
 }
 
