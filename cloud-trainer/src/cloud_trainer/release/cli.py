@@ -16,8 +16,7 @@ from cloud_trainer.release.publisher import (
     ReleaseChannel,
     ReleaseError,
     ReleaseTarget,
-    build_manifest,
-    read_spec,
+    prepare_release,
     record_in_registry,
     retarget,
 )
@@ -202,23 +201,18 @@ def _target_of(args: argparse.Namespace) -> ReleaseTarget:
 
 def _prepare(args: argparse.Namespace) -> Any:
     version, path = _resolve(args)
-    store = ArtefactStore(args.artefacts)
     try:
-        spec = read_spec(path)
-        sha, size, url_path = store.add(path, f"{args.model}-v{version}.onnx")
-        manifest = build_manifest(
+        return prepare_release(
+            ArtefactStore(args.artefacts),
+            args.base_url,
             model=args.model,
             version=version,
-            sha256=sha,
-            size=size,
-            url=args.base_url.rstrip("/") + url_path,
-            spec=spec,
+            path=path,
             target=_target_of(args),
             publisher=args.publisher,
         )
     except (ReleaseError, ValueError) as e:
         raise UserError(str(e)) from e
-    return manifest
 
 
 def _record(manifest: Any, args: argparse.Namespace) -> None:

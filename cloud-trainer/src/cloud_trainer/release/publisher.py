@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud_trainer.release.artefacts import ArtefactStore
 from edge_agent.comms.mqtt import MqttLink
 from edge_agent.protocol import (
     ProtocolError,
@@ -101,6 +102,31 @@ def build_manifest(
         rollout=target.rollout(),
         allow_downgrade=target.allow_downgrade,
         created=utc_now(),
+        publisher=publisher,
+    )
+
+
+def prepare_release(
+    store: ArtefactStore,
+    base_url: str,
+    *,
+    model: str,
+    version: int,
+    path: Path,
+    target: ReleaseTarget,
+    publisher: str,
+) -> ReleaseManifest:
+    """Put the model file in the artefact store and describe it in an unsigned manifest."""
+    spec = read_spec(path)
+    sha, size, url_path = store.add(path, f"{model}-v{version}.onnx")
+    return build_manifest(
+        model=model,
+        version=version,
+        sha256=sha,
+        size=size,
+        url=base_url.rstrip("/") + url_path,
+        spec=spec,
+        target=target,
         publisher=publisher,
     )
 
