@@ -1,0 +1,1 @@
+"""Governance: audit reports, explanations, slice metrics, the labelling queue and triggers."""

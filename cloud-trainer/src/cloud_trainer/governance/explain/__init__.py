@@ -1,0 +1,1 @@
+"""Explanations: permutation importance, local perturbation and image occlusion."""
