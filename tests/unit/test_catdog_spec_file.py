@@ -36,6 +36,7 @@ def test_spec_file_matches_the_code() -> None:
     assert spec["outputs"][1]["shape"][1] == EMBEDDING_DIM
     assert spec["architectures"]["small-cnn"]["embedding_dim"] == SMALL_CNN_DIM
     assert spec["architectures"]["effnet-lite0"]["weights_sha256"] == WEIGHTS_SHA256
+    assert spec["architectures"]["effnet-lite0"]["head_c"] == TrainSettings().head_c
     assert tuple(spec["preprocessing"]["graph_normalisation"]["mean"]) == IMAGENET_MEAN
     assert tuple(spec["preprocessing"]["graph_normalisation"]["std"]) == IMAGENET_STD
     assert spec["drift"]["image_statistics"] == list(IMAGE_STAT_NAMES)

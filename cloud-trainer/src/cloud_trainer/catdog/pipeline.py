@@ -192,13 +192,15 @@ def run_pipeline(settings: PipelineSettings, progress: Progress | None = None) -
     fp32_model = OnnxClassifier.load(fp32_path)
     int8_model = OnnxClassifier.load(int8_path)
     fp32_result, fp32_pred = _variant(fp32_path, fp32_model, split)
-    int8_result, _ = _variant(int8_path, int8_model, split)
+    int8_result, int8_pred = _variant(int8_path, int8_model, split)
     check = check_accuracy_drop(
         "balanced_accuracy",
         fp32_result.test.balanced_accuracy,
         int8_result.test.balanced_accuracy,
         settings.max_int8_drop,
     )
+    flipped = int((fp32_pred.y_pred != int8_pred.y_pred).sum())
+    int8_check = {**check.as_dict(), "flipped_vs_fp32": flipped, "n_compared": len(split.test)}
     artefacts = {
         "confusion_fp32": str(confusion_png(fp32_result.test, work / "confusion_fp32.png")),
         "confusion_int8": str(confusion_png(int8_result.test, work / "confusion_int8.png")),
@@ -220,7 +222,7 @@ def run_pipeline(settings: PipelineSettings, progress: Progress | None = None) -
         parity_max_abs_diff=exported.max_abs_diff,
         fp32=fp32_result,
         int8=int8_result,
-        int8_check=check.as_dict(),
+        int8_check=int8_check,
         artefacts=artefacts,
     )
     if settings.register_model:

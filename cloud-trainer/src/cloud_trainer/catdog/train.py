@@ -29,7 +29,7 @@ from cloud_trainer.catdog.features import (
     extract_features,
     frame_input,
 )
-from cloud_trainer.catdog.head import LinearHead, fit_linear_head
+from cloud_trainer.catdog.head import C_GRID, LinearHead, fit_linear_head
 from cloud_trainer.catdog.ingest import ImageRecord, read_image
 from cloud_trainer.catdog.small_cnn import build_small_cnn
 from cloud_trainer.catdog.split import Split
@@ -55,6 +55,13 @@ class TrainSettings(BaseModel):
     cnn_epochs: int = Field(default=40, ge=1)
     cnn_lr: float = Field(default=2e-3, gt=0)
     batch_size: int = Field(default=32, ge=1)
+    head_c: float | None = Field(
+        default=1.0,
+        gt=0,
+        description="Inverse L2 strength of the linear head on standardised features; None "
+        "picks it on validation, which saturates on small sets and then favours strong "
+        "regularisation that generalises worse to unseen breeds.",
+    )
     weights_file: Path | None = None
     cache_dir: Path | None = None
     seed: int = 0
@@ -197,7 +204,8 @@ def train_effnet(
     y_val = label_indices(split.val, labels)
     x = train_f.reshape(-1, EMBEDDING_DIM)
     y = np.repeat(y_train, settings.feature_views)
-    head = fit_linear_head(x, y, val_f, y_val, len(labels), seed=settings.seed)
+    grid = (settings.head_c,) if settings.head_c is not None else C_GRID
+    head = fit_linear_head(x, y, val_f, y_val, len(labels), grid, seed=settings.seed)
     model = transfer_classifier(backbone, head)
     features_s = time.perf_counter() - started
     metrics = {

@@ -169,7 +169,8 @@ def quantize_int8(
         raise QuantizationError(f"expected one graph input, found {graph_inputs}")
     carried = {p.key: p.value for p in source.metadata_props}
     carried.update(metadata or {})
-    batches = _calibration_batches(calibration, batch)
+    # The histogram calibrators stack per-batch arrays and fail on a short last batch.
+    batches = _calibration_batches(calibration, batch if method == "minmax" else 1)
     reader = _ArrayReader(graph_inputs[0], batches)
     methods = {
         "minmax": OrtMethod.MinMax,
