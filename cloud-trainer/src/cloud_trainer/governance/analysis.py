@@ -67,6 +67,9 @@ class Analysis(BaseModel):
     n_rows: int
     seed: int
     margin: float
+    validation_class_ratio: dict[str, float] = Field(
+        default_factory=dict, description="Predicted-label mix on validation (from the spec)."
+    )
     importance: ImportanceResult | None = None
     previous_version: int | None = None
     importance_change: list[ImportanceChange] = Field(default_factory=list)
@@ -133,7 +136,9 @@ def _weather(
             f"was trained on {record.data_version}: pass the data it was trained on (--data)"
         )
     test = split.test
-    importance = permutation_importance(scorer.prob_positive, test.x, test.y, FEATURE_NAMES, seed=seed)
+    importance = permutation_importance(
+        scorer.prob_positive, test.x, test.y, FEATURE_NAMES, seed=seed
+    )
     prob = scorer.prob_positive(test.x)
     pred = (prob >= scorer.threshold).astype(np.int64)
     # The example is the test hour the model was most sure would bring rain: the forecast
@@ -148,6 +153,16 @@ def _weather(
         "local_example_hour": str(test.hours[pick]),
         "slices": weather_slices(test.y, pred, test.hours, LABELS, margin),
     }
+
+
+def _curves(run_id: str, y: Any, prob: Any, positive: str, work: Path) -> None:
+    from cloud_trainer.governance.report.plots import reliability_png, roc_png
+
+    for name, png in (("roc.png", roc_png(y, prob, positive)),
+                      ("reliability.png", reliability_png(y, prob, positive))):  # fmt: skip
+        path = work / name
+        path.write_bytes(png)
+        log_governance_file(run_id, path)
 
 
 def _relocate(entry: dict[str, Any], data: Path | None) -> Path:
@@ -166,7 +181,9 @@ def _image(
     from cloud_trainer.governance.slices import image_slices
 
     if "reports/split.json" not in record.artifacts:
-        raise AnalysisDataError(f"run {record.run_id} has no reports/split.json to find its test set")
+        raise AnalysisDataError(
+            f"run {record.run_id} has no reports/split.json to find its test set"
+        )
     split = artifact_json(record.run_id, "reports/split.json")
     tests = [e for e in split["files"] if e["split"] == "test"]
     records, missing = [], []
@@ -189,6 +206,8 @@ def _image(
     labels = model.spec.labels
     breeds = [r.group for r in records]
     pred = predictions.y_pred
+    if len(labels) == 2:
+        _curves(record.run_id, predictions.y_true, predictions.probabilities[:, 1], labels[1], work)
     examples = []
     for i in range(min(SALIENCY_FRAMES, len(records))):
         r = records[i]
@@ -243,6 +262,7 @@ def analyse_version(
         kind=kind,
         seed=seed,
         margin=margin,
+        validation_class_ratio=dict(spec.drift.class_ratio),
         computed_at=time.time(),
         seconds=0.0,
         **parts,

@@ -111,7 +111,9 @@ def _read(conn: Connection, model: str, version: int) -> FleetRecord:
     outcomes: dict[str, dict[str, str]] = defaultdict(dict)
     ids = [row["release_id"] for row in rows]
     if ids:
-        for x in conn.execute(select(rd.release_id, rd.device_id, rd.state).where(rd.release_id.in_(ids))):
+        for x in conn.execute(
+            select(rd.release_id, rd.device_id, rd.state).where(rd.release_id.in_(ids))
+        ):
             outcomes[x.release_id][x.device_id] = x.state
     releases = [_release(row, outcomes[row["release_id"]]) for row in rows]
     own = [rel for rel in releases if rel.version == version]

@@ -108,9 +108,13 @@ def artifact_json(run_id: str, path: str) -> Any:
         raise GovernanceError(f"run {run_id}: artefact {path} is not JSON: {e}") from e
 
 
-def _gate(version_tags: dict[str, str], run_id: str, artifacts: list[str], user: str | None) -> GateRecord:
+def _gate(
+    version_tags: dict[str, str], run_id: str, artifacts: list[str], user: str | None
+) -> GateRecord:
     record = GateRecord(
-        promote=None if "gate.promote" not in version_tags else version_tags["gate.promote"] == "true",
+        promote=None
+        if "gate.promote" not in version_tags
+        else version_tags["gate.promote"] == "true",
         reasons=[r for r in version_tags.get("gate.reasons", "").split("; ") if r],
         decided=version_tags.get("gate.decided"),
         primary_metric=version_tags.get("gate.primary_metric"),

@@ -83,9 +83,17 @@ def class_slices(
     whole = float(np.mean(present)) if present else None
     return [
         _flag(
-            SliceMetric(kind="class", name=label, n=int((y == k).sum()), metric="recall",
-                        value=recalls[k], whole=whole),
-            margin, min_rows, "recall",
+            SliceMetric(
+                kind="class",
+                name=label,
+                n=int((y == k).sum()),
+                metric="recall",
+                value=recalls[k],
+                whole=whole,
+            ),
+            margin,
+            min_rows,
+            "recall",
         )  # fmt: skip
         for k, label in enumerate(labels)
     ]
@@ -125,7 +133,9 @@ def weather_slices(
     months = hours.astype("datetime64[M]").astype(int) % 12 + 1
     hour_of_day = hours.astype("datetime64[h]").astype(int) % 24
     seasons = [SEASONS[int(m)] for m in months]
-    bands = [next(name for start, name in reversed(TIMES_OF_DAY) if h >= start) for h in hour_of_day]
+    bands = [
+        next(name for start, name in reversed(TIMES_OF_DAY) if h >= start) for h in hour_of_day
+    ]
     return SliceReport(
         margin=margin,
         min_rows=min_rows,

@@ -1,0 +1,1 @@
+"""The model audit report: facts from the stores, rendered as one self-contained HTML file."""
