@@ -150,6 +150,7 @@ def quantize_int8(
     keys of the same name, so the int8 file can carry its own measured baselines.
     """
     import onnx
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
     from onnxruntime.quantization import (
         CalibrationMethod as OrtMethod,
     )
@@ -162,7 +163,7 @@ def quantize_int8(
 
     try:
         source = onnx.load_model(str(fp32_path))
-    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
+    except (OSError, DecodeError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
         raise QuantizationError(f"{fp32_path}: cannot load ONNX model: {e}") from e
     graph_inputs = [i.name for i in source.graph.input]
     if len(graph_inputs) != 1:
