@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "cloud_trainer.release.cli",
     "cloud_trainer.weather.cli",
     "cloud_trainer.catdog.cli",
+    "cloud_trainer.governance.cli",
 ]
 
 

@@ -158,8 +158,10 @@ def _weather(
 def _curves(run_id: str, y: Any, prob: Any, positive: str, work: Path) -> None:
     from cloud_trainer.governance.report.plots import reliability_png, roc_png
 
-    for name, png in (("roc.png", roc_png(y, prob, positive)),
-                      ("reliability.png", reliability_png(y, prob, positive))):  # fmt: skip
+    for name, png in (
+        ("roc.png", roc_png(y, prob, positive)),
+        ("reliability.png", reliability_png(y, prob, positive)),
+    ):
         path = work / name
         path.write_bytes(png)
         log_governance_file(run_id, path)
@@ -169,7 +171,7 @@ def _relocate(entry: dict[str, Any], data: Path | None) -> Path:
     original = Path(entry["file"])
     if data is None:
         return original
-    return data / entry["label"] / original.name
+    return data / str(entry["label"]) / original.name
 
 
 def _image(
@@ -216,10 +218,15 @@ def _image(
         png.write_bytes(overlay_png(read_image(r.path), saliency))
         artifact = log_governance_file(record.run_id, png)
         examples.append(
-            SaliencyExample(file=r.path.name, true_label=r.label, predicted=saliency.label,
-                            probability=saliency.probability, artifact=artifact,
-                            peak_cell=saliency.peak_cell)
-        )  # fmt: skip
+            SaliencyExample(
+                file=r.path.name,
+                true_label=r.label,
+                predicted=saliency.label,
+                probability=saliency.probability,
+                artifact=artifact,
+                peak_cell=saliency.peak_cell,
+            )
+        )
     return {
         "data_source": str(data or Path(tests[0]["file"]).parent.parent),
         "data_version": split.get("version"),

@@ -19,10 +19,26 @@ from cloud_trainer.governance.fleet_facts import DeviceTraffic
 
 DEFAULT_MARGIN = 0.2
 DEFAULT_MIN_ROWS = 5
-SEASONS = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
-           6: "summer", 7: "summer", 8: "summer", 9: "autumn", 10: "autumn", 11: "autumn"}  # fmt: skip
-TIMES_OF_DAY = ((0, "night 00-06"), (6, "morning 06-12"), (12, "afternoon 12-18"),
-                (18, "evening 18-24"))  # fmt: skip
+SEASONS = {
+    12: "winter",
+    1: "winter",
+    2: "winter",
+    3: "spring",
+    4: "spring",
+    5: "spring",
+    6: "summer",
+    7: "summer",
+    8: "summer",
+    9: "autumn",
+    10: "autumn",
+    11: "autumn",
+}
+TIMES_OF_DAY = (
+    (0, "night 00-06"),
+    (6, "morning 06-12"),
+    (12, "afternoon 12-18"),
+    (18, "evening 18-24"),
+)
 
 
 class SliceMetric(BaseModel):
@@ -94,7 +110,7 @@ def class_slices(
             margin,
             min_rows,
             "recall",
-        )  # fmt: skip
+        )
         for k, label in enumerate(labels)
     ]
 
@@ -115,8 +131,14 @@ def group_slices(
     out = []
     for name in sorted(index):
         idx = np.asarray(index[name])
-        s = SliceMetric(kind=kind, name=name, n=int(idx.size), metric="accuracy",
-                        value=_accuracy(y[idx], pred[idx]), whole=whole)  # fmt: skip
+        s = SliceMetric(
+            kind=kind,
+            name=name,
+            n=int(idx.size),
+            metric="accuracy",
+            value=_accuracy(y[idx], pred[idx]),
+            whole=whole,
+        )
         out.append(_flag(s, margin, min_rows, "accuracy"))
     return out
 
@@ -218,10 +240,23 @@ def production_slices(
         n = sum(counts.values())
         ratio, warning = _mix_warning(f"{kind} {name}", counts, validation_ratio, margin)
         report.slices.append(
-            SliceMetric(kind=kind, name=name, n=n, metric="label odds vs validation",
-                        value=ratio, whole=1.0, warning=warning if n >= min_rows else None)
-        )  # fmt: skip
-        confidence = SliceMetric(kind=kind, name=name, n=n, metric="mean confidence",
-                                 value=conf / n if n else None, whole=whole_conf)  # fmt: skip
+            SliceMetric(
+                kind=kind,
+                name=name,
+                n=n,
+                metric="label odds vs validation",
+                value=ratio,
+                whole=1.0,
+                warning=warning if n >= min_rows else None,
+            )
+        )
+        confidence = SliceMetric(
+            kind=kind,
+            name=name,
+            n=n,
+            metric="mean confidence",
+            value=conf / n if n else None,
+            whole=whole_conf,
+        )
         report.slices.append(_flag(confidence, margin, min_rows, "mean confidence"))
     return report

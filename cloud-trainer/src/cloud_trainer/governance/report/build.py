@@ -43,9 +43,15 @@ def html_to_pdf(html: Path, pdf: Path, browser: str) -> None:
     """Print with the browser's own engine: what a person sees on screen is what is filed."""
     with tempfile.TemporaryDirectory(prefix="gov-pdf-") as profile:
         command = [
-            browser, "--headless", "--disable-gpu", "--no-sandbox", "--no-pdf-header-footer",
-            f"--user-data-dir={profile}", f"--print-to-pdf={pdf}", html.resolve().as_uri(),
-        ]  # fmt: skip
+            browser,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--no-pdf-header-footer",
+            f"--user-data-dir={profile}",
+            f"--print-to-pdf={pdf}",
+            html.resolve().as_uri(),
+        ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=PDF_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -56,7 +62,10 @@ def html_to_pdf(html: Path, pdf: Path, browser: str) -> None:
 
 
 def render_report(
-    model_name: str, version: int, fleet_store: FleetStore | None = None, fleet_source: str | None = None
+    model_name: str,
+    version: int,
+    fleet_store: FleetStore | None = None,
+    fleet_source: str | None = None,
 ) -> tuple[str, ReportFacts]:
     """The HTML text and its facts (what the dashboard route serves)."""
     facts = collect_facts(model_name, version, fleet_store, fleet_source)

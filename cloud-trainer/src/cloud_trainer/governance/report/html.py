@@ -18,7 +18,8 @@ FACTS_ELEMENT_ID = "report-facts"
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;color:#1d2430;margin:0;background:#f5f6f8}
 main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d5d9e0}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d5d9e0}
 h3{font-size:14px;margin:16px 0 6px}
 table{border-collapse:collapse;margin:6px 0 12px;background:#fff;font-size:13px}
 th,td{border:1px solid #d5d9e0;padding:3px 8px;text-align:left;vertical-align:top}
@@ -79,7 +80,8 @@ def _img(images: dict[str, bytes], path: str) -> str:
     if data is None:
         return ""
     uri = "data:image/png;base64," + base64.b64encode(data).decode()
-    return f'<figure><img src="{uri}" alt="{_e(path)}"><figcaption class="muted">{_e(path)}</figcaption></figure>'
+    caption = f'<figcaption class="muted">{_e(path)}</figcaption>'
+    return f'<figure><img src="{uri}" alt="{_e(path)}">{caption}</figure>'
 
 
 def _lineage(f: ReportFacts) -> str:
@@ -113,9 +115,11 @@ def _evaluation(f: ReportFacts, images: dict[str, bytes]) -> str:
     out = _table(["metric", "value"], [(_e(k), v) for k, v in metrics])
     ev = f.evaluation or {}
     matrix = ev.get("confusion_matrix")
-    labels = ev.get("labels") or list(ev.get("per_class") or {}) or [
-        str(i) for i in range(len(matrix or []))
-    ]
+    labels = (
+        ev.get("labels")
+        or list(ev.get("per_class") or {})
+        or [str(i) for i in range(len(matrix or []))]
+    )
     if matrix:
         out += "<h3>Confusion matrix (rows: observed, columns: predicted)</h3>"
         out += _table(["", *labels], [(_e(labels[i]), *row) for i, row in enumerate(matrix)])
@@ -129,7 +133,7 @@ def _gate(f: ReportFacts) -> str:
     g = f.registry.gate
     verdict = {True: '<b class="ok">promote</b>', False: '<b class="bad">do not promote</b>'}
     pairs: list[tuple[str, Any]] = [
-        ("decision", verdict.get(g.promote, "no gate decision recorded")),
+        ("decision", "no gate decision recorded" if g.promote is None else verdict[g.promote]),
         ("decided at", _e(g.decided)),
         ("decided by", _e(g.decided_by)),
         ("primary metric", _e(g.primary_metric)),
@@ -156,33 +160,65 @@ def _explanations(f: ReportFacts, images: dict[str, bytes]) -> str:
         return (
             '<p class="muted">not analysed: run <code>cloud-trainer governance analyse</code></p>'
         )
-    out = f'<p class="muted">computed on {_e(a.n_rows)} test rows of {_e(a.data_source)} (data version {_e(a.data_version)}), seed {a.seed}, in {a.seconds:.1f} s</p>'
+    out = (
+        f'<p class="muted">computed on {_e(a.n_rows)} test rows of {_e(a.data_source)} '
+        f"(data version {_e(a.data_version)}), seed {a.seed}, in {a.seconds:.1f} s</p>"
+    )
     if a.importance is not None:
         imp = a.importance
         peak = max((x.mean_drop for x in imp.features), default=0.0)
-        out += f"<h3>Permutation importance (fall in {_e(imp.metric)} from {imp.baseline_score:.4f}, {imp.repeats} shuffles)</h3>"
-        out += _table(["rank", "feature", "mean drop", "std", ""],
-                      [(x.rank, _e(x.feature), x.mean_drop, x.std_drop, _bar(x.mean_drop, peak))
-                       for x in imp.features])  # fmt: skip
+        out += (
+            f"<h3>Permutation importance (fall in {_e(imp.metric)} from "
+            f"{imp.baseline_score:.4f}, {imp.repeats} shuffles)</h3>"
+        )
+        out += _table(
+            ["rank", "feature", "mean drop", "std", ""],
+            [
+                (x.rank, _e(x.feature), x.mean_drop, x.std_drop, _bar(x.mean_drop, peak))
+                for x in imp.features
+            ],
+        )
     if a.importance_change:
         out += f"<h3>Change of importance since v{a.previous_version}</h3>"
-        out += _table(["feature", f"v{a.previous_version}", f"v{a.version}", "change", "rank before", "rank now"],
-                      [(_e(c.feature), c.before, c.after, c.change, c.rank_before, c.rank_after)
-                       for c in a.importance_change[:12]])  # fmt: skip
+        out += _table(
+            [
+                "feature",
+                f"v{a.previous_version}",
+                f"v{a.version}",
+                "change",
+                "rank before",
+                "rank now",
+            ],
+            [
+                (_e(c.feature), c.before, c.after, c.change, c.rank_before, c.rank_after)
+                for c in a.importance_change[:12]
+            ],
+        )
     if a.local_example is not None:
         ex = a.local_example
         out += f"<h3>One forecast explained ({_e(a.local_example_hour)})</h3>"
-        out += f"<p>P({_e(ex.positive_label)}) = {ex.probability:.3f} → {_e(ex.decision)} (threshold {ex.threshold:.2f}); with every feature at its training mean: {ex.baseline_probability:.3f}. Each row: how the probability moves when that one feature is set to its training mean (the model is not additive, so rows need not sum).</p>"
-        out += _table(["feature", "value", "training mean", "contribution"],
-                      [(_e(c.feature), c.value, c.baseline, c.contribution)
-                       for c in ex.contributions[:10]])  # fmt: skip
+        out += (
+            f"<p>P({_e(ex.positive_label)}) = {ex.probability:.3f} → {_e(ex.decision)} "
+            f"(threshold {ex.threshold:.2f}); with every feature at its training mean: "
+            f"{ex.baseline_probability:.3f}. Each row: how the probability moves when that one "
+            "feature is set to its training mean (the model is not additive, so rows need not "
+            "sum).</p>"
+        )
+        out += _table(
+            ["feature", "value", "training mean", "contribution"],
+            [(_e(c.feature), c.value, c.baseline, c.contribution) for c in ex.contributions[:10]],
+        )
     if a.saliency:
-        out += "<h3>Occlusion saliency on test frames (left: frame, right: where hiding a patch lowers the decision most)</h3>"
+        out += (
+            "<h3>Occlusion saliency on test frames (left: frame, right: where hiding a patch "
+            "lowers the decision most)</h3>"
+        )
         out += '<div class="plots">'
         for s in a.saliency:
             out += (
                 _img(images, s.artifact)
-                + f'<p class="muted">{_e(s.file)}: true {_e(s.true_label)}, predicted {_e(s.predicted)} ({s.probability:.3f})</p>'
+                + f'<p class="muted">{_e(s.file)}: true {_e(s.true_label)}, '
+                + f"predicted {_e(s.predicted)} ({s.probability:.3f})</p>"
             )
         out += "</div>"
     return out
@@ -194,8 +230,11 @@ def _slices(report: SliceReport | None, title: str) -> str:
     out = f"<h3>{_e(title)} (margin {report.margin:.0%}, flagged from n ≥ {report.min_rows})</h3>"
     out += "".join(f'<div class="warning">{_e(w)}</div>' for w in report.warnings)
     rows = [(_e(s.kind), _e(s.name), s.n, _e(s.metric), s.value, s.whole) for s in report.slices]
-    return out + _table(["slice", "name", "n", "metric", "value", "whole"], rows,
-                        ["warn" if s.warning else "" for s in report.slices])  # fmt: skip
+    return out + _table(
+        ["slice", "name", "n", "metric", "value", "whole"],
+        rows,
+        ["warn" if s.warning else "" for s in report.slices],
+    )
 
 
 def _rollout(f: ReportFacts) -> str:
@@ -204,11 +243,30 @@ def _rollout(f: ReportFacts) -> str:
         return '<p class="muted">no fleet store given (<code>--fleet-db</code>)</p>'
     out = f'<p class="muted">from {_e(f.fleet_source)}</p>'
     out += _table(
-        ["release", "published", "publisher", "channel", "wave", "percent", "groups", "device outcomes"],
-        [(_e(r.release_id), _ts(r.created), _e(r.publisher), _e(r.channel), r.wave, r.percent,
-          _e(", ".join(r.groups)), _e(", ".join(f"{k} {v}" for k, v in sorted(Counter(r.outcomes.values()).items()))))
-         for r in fleet.releases],
-    )  # fmt: skip
+        [
+            "release",
+            "published",
+            "publisher",
+            "channel",
+            "wave",
+            "percent",
+            "groups",
+            "device outcomes",
+        ],
+        [
+            (
+                _e(r.release_id),
+                _ts(r.created),
+                _e(r.publisher),
+                _e(r.channel),
+                r.wave,
+                r.percent,
+                _e(", ".join(r.groups)),
+                _e(", ".join(f"{k} {v}" for k, v in sorted(Counter(r.outcomes.values()).items()))),
+            )
+            for r in fleet.releases
+        ],
+    )
     out += "<h3>Device rollbacks</h3>" + _table(
         ["device", "time", "release", "reason"],
         [(_e(u.device_id), _ts(u.ts), _e(u.release_id), _e(u.reason)) for u in fleet.rollbacks],
@@ -225,9 +283,19 @@ def _rollout(f: ReportFacts) -> str:
     )
     out += "<h3>Update events</h3>" + _table(
         ["device", "time", "release", "from", "to", "state", "reason"],
-        [(_e(u.device_id), _ts(u.ts), _e(u.release_id), _e(u.from_version), u.to_version,
-          _e(u.state), _e(u.reason)) for u in fleet.updates],
-    )  # fmt: skip
+        [
+            (
+                _e(u.device_id),
+                _ts(u.ts),
+                _e(u.release_id),
+                _e(u.from_version),
+                u.to_version,
+                _e(u.state),
+                _e(u.reason),
+            )
+            for u in fleet.updates
+        ],
+    )
     return out
 
 
@@ -236,18 +304,39 @@ def _drift(f: ReportFacts) -> str:
         return ""
     out = _table(
         ["alert", "device", "time", "state", "detector", "severity", "summary", "actions"],
-        [(a.alert_id, _e(a.device_id), _ts(a.ts), _e(a.state), _e(a.detector), _e(a.severity),
-          _e(a.summary), _e("; ".join(f"{x['action']} {x['status']} ({x['rule']})" for x in a.actions)))
-         for a in f.fleet.alerts],
-    )  # fmt: skip
+        [
+            (
+                a.alert_id,
+                _e(a.device_id),
+                _ts(a.ts),
+                _e(a.state),
+                _e(a.detector),
+                _e(a.severity),
+                _e(a.summary),
+                _e("; ".join(f"{x['action']} {x['status']} ({x['rule']})" for x in a.actions)),
+            )
+            for a in f.fleet.alerts
+        ],
+    )
     if f.alert_importance:
         out += "<h3>Drifting features and how much the model relies on them</h3>"
         out += _table(
             ["alert", "feature", "metric", "score", "threshold", "importance rank", "importance"],
-            [(x.alert_id, _e(x.feature), _e(x.metric), x.score, x.threshold,
-              "not a model input" if x.importance_rank is None else f"{x.importance_rank} of {x.n_features}",
-              "" if x.importance is None else f"{x.importance:.4f}") for x in f.alert_importance],
-        )  # fmt: skip
+            [
+                (
+                    x.alert_id,
+                    _e(x.feature),
+                    _e(x.metric),
+                    x.score,
+                    x.threshold,
+                    "not a model input"
+                    if x.importance_rank is None
+                    else f"{x.importance_rank} of {x.n_features}",
+                    "" if x.importance is None else f"{x.importance:.4f}",
+                )
+                for x in f.alert_importance
+            ],
+        )
     return out
 
 
@@ -265,12 +354,20 @@ def render_html(facts: ReportFacts, images: dict[str, bytes]) -> str:
         ("Evaluation", _evaluation(facts, images)),
         ("Gate decision and promotion", _gate(facts)),
         ("Explanations", _explanations(facts, images)),
-        ("Slices and bias", (_slices(facts.analysis.slices if facts.analysis else None, "Test set slices")
-                             + _slices(facts.production, "Production slices (fleet prediction summaries)"))
-         or '<p class="muted">not analysed</p>'),
+        (
+            "Slices and bias",
+            (
+                _slices(facts.analysis.slices if facts.analysis else None, "Test set slices")
+                + _slices(facts.production, "Production slices (fleet prediction summaries)")
+            )
+            or '<p class="muted">not analysed</p>',
+        ),
         ("Rollout history", _rollout(facts)),
-        ("Drift alerts and actions taken", _drift(facts) or '<p class="muted">no fleet store given</p>'),
-    ]  # fmt: skip
+        (
+            "Drift alerts and actions taken",
+            _drift(facts) or '<p class="muted">no fleet store given</p>',
+        ),
+    ]
     body = "".join(f"<section><h2>{_e(name)}</h2>{html}</section>" for name, html in sections)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

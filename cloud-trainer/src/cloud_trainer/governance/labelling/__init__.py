@@ -1,0 +1,1 @@
+"""Human labels for captured frames: the queue, the labels, and exports into training data."""
