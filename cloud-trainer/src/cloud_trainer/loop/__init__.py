@@ -1,0 +1,1 @@
+"""The closed loop on one machine: stack, devices, drift → retrain → gate → rollout → update."""
