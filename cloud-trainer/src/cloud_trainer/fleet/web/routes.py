@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cloud_trainer.fleet.api.deps import Caller, FleetContext
+from cloud_trainer.fleet.web.governance_routes import build_governance_router
 from cloud_trainer.fleet.web.live import LiveFeed
 from cloud_trainer.fleet.web.release_actions import ReleaseActionError, ReleaseActions
 from edge_agent.protocol import ReleaseManifest, SigningKey, TopicTree
@@ -126,6 +127,7 @@ def mount_dashboard(app: FastAPI, context: FleetContext) -> None:
             context.store, context.commands.link, TopicTree(context.settings.root), key
         )
     app.include_router(build_router(context, actions))
+    app.include_router(build_governance_router(context))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

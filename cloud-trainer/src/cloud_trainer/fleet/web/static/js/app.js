@@ -5,8 +5,10 @@ import { mountFleet } from "./views/fleet.js";
 import { mountDevice } from "./views/device.js";
 import { mountReleases } from "./views/releases.js";
 import { mountAlerts } from "./views/alerts.js";
+import { mountGovernance } from "./views/governance.js";
+import { mountLabelling } from "./views/labelling.js";
 
-const VIEWS = { fleet: mountFleet, device: mountDevice, releases: mountReleases, alerts: mountAlerts };
+const VIEWS = { fleet: mountFleet, device: mountDevice, releases: mountReleases, alerts: mountAlerts, governance: mountGovernance, labelling: mountLabelling };
 const root = document.getElementById("view");
 let current = null;
 let caps = { release_actions: false, commands: false };
