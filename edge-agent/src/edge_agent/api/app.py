@@ -131,24 +131,27 @@ def create_app(
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
-        try:
-            body = await _read_capped(request, max_request_bytes)
-        except _TooLarge:
-            raise HTTPException(413, f"request larger than {max_request_bytes} bytes") from None
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        ts = utc_now()
-        input_id = f"api-{uuid.uuid4().hex[:12]}"
-        if content_type == "application/json":
-            sample = Sample(ts=ts, input_id=input_id, features=_feature_row(body))
-        elif content_type in IMAGE_TYPES:
-            sample = Sample(ts=ts, input_id=input_id, frame=_decode_image(body))
-        else:
-            raise HTTPException(
-                415, f"unsupported content type {content_type!r}: send image/* or JSON"
-            )
+        # Shed before reading or decoding anything: under overload a refusal must cost far
+        # less than a prediction, or the refusals themselves starve the accepted calls.
         if not predict_gate.acquire(blocking=False):
             raise HTTPException(503, "busy: too many predictions at once", {"Retry-After": "1"})
         try:
+            try:
+                body = await _read_capped(request, max_request_bytes)
+            except _TooLarge:
+                raise HTTPException(413, f"request larger than {max_request_bytes} bytes") from None
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            ts = utc_now()
+            input_id = f"api-{uuid.uuid4().hex[:12]}"
+            if content_type == "application/json":
+                sample = Sample(ts=ts, input_id=input_id, features=_feature_row(body))
+            elif content_type in IMAGE_TYPES:
+                frame = await run_in_threadpool(_decode_image, body)
+                sample = Sample(ts=ts, input_id=input_id, frame=frame)
+            else:
+                raise HTTPException(
+                    415, f"unsupported content type {content_type!r}: send image/* or JSON"
+                )
             prediction, engine = await run_in_threadpool(agent.slot.predict, sample)
         except InputError as e:
             raise HTTPException(422, str(e)) from e
