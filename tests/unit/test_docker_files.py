@@ -166,3 +166,16 @@ def test_device_entrypoint_without_a_config_exits_2(tmp_path: Path) -> None:
     result = run_entrypoint(tmp_path, {})
     assert result.returncode == 2
     assert "no device config" in result.stderr
+
+
+def test_compose_fleet_config_is_valid_fleet_settings() -> None:
+    from cloud_trainer.fleet.cli import _config_file
+    from cloud_trainer.fleet.settings import FleetSettings
+
+    settings = FleetSettings(**_config_file(DOCKER / "fleet" / "fleet.yaml"))
+    assert settings.broker_username == "fleet"
+    assert settings.broker_ca_file is not None
+    assert settings.database_url.endswith("/fleet")
+    compose = (DOCKER / "compose.yml").read_text()
+    assert "/healthz" in compose
+    assert "init-fleet.sql" in compose

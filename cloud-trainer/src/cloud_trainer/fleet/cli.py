@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from cloud_trainer.errors import UserError
@@ -31,17 +32,21 @@ def register(subparsers: Any) -> None:
     fleet = subparsers.add_parser("fleet", help="the fleet service (store, MQTT, HTTP API)")
     verbs = fleet.add_subparsers(dest="fleet_command", required=True, metavar="VERB")
     serve = verbs.add_parser("serve", help="consume device messages and serve the HTTP API")
-    serve.add_argument("--db", default="sqlite:///fleet.db", help="sqlite:///… or postgresql://…")
-    serve.add_argument("--broker", type=_host_port, default=("127.0.0.1", 1883), metavar="H:P")
-    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
-    serve.add_argument("--port", type=int, default=8080, help="HTTP port")
-    serve.add_argument("--root", default="mlops", help="MQTT topic root")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        help="YAML file of fleet settings (keys as in docs/fleet-service.md); flags override it",
+    )
+    serve.add_argument("--db", help="sqlite:///… or postgresql://… (default sqlite:///fleet.db)")
+    serve.add_argument("--broker", type=_host_port, metavar="H:P", help="default 127.0.0.1:1883")
+    serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    serve.add_argument("--root", help="MQTT topic root (default mlops)")
     serve.add_argument(
         "--instances-group",
-        default="fleet",
-        help="shared-subscription group; instances in one group split the load",
+        help="shared-subscription group; instances in one group split the load (default fleet)",
     )
-    serve.add_argument("--samples-dir", type=Path, default=Path("fleet-samples"))
+    serve.add_argument("--samples-dir", type=Path)
     serve.add_argument("--policy", type=Path, help="policy rules (YAML)")
     serve.add_argument(
         "--release-key", type=Path, action="append", default=[], help="trusted public key (PEM)"
@@ -71,27 +76,52 @@ def _tokens(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     return parse_tokens(f"operator={generated}"), generated
 
 
+def _config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read fleet config {path}: {e}", exit_code=2) from e
+    if not isinstance(data, dict):
+        raise UserError(f"fleet config {path} must be a mapping of settings", exit_code=2)
+    if "api_tokens" in data:
+        raise UserError(
+            f"{path}: api_tokens do not belong in the config; use --tokens-file or "
+            "FLEET_API_TOKENS",
+            exit_code=2,
+        )
+    return data
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the flags given on the command line, so they override the config file."""
+    given: dict[str, Any] = {
+        "database_url": args.db,
+        "root": args.root,
+        "group": args.instances_group,
+        "http_host": args.host,
+        "http_port": args.port,
+        "samples_dir": args.samples_dir,
+        "policy_file": args.policy,
+        "release_signing_key": args.release_signing_key,
+        "release_public_keys": args.release_key or None,
+    }
+    if args.broker is not None:
+        given["broker_host"], given["broker_port"] = args.broker
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def serve_command(args: argparse.Namespace) -> int:
     from cloud_trainer.fleet.service import FleetService
 
     tokens, generated = _tokens(args)
     try:
         settings = FleetSettings(
-            database_url=args.db,
-            broker_host=args.broker[0],
-            broker_port=args.broker[1],
-            root=args.root,
-            group=args.instances_group,
-            http_host=args.host,
-            http_port=args.port,
-            api_tokens=tokens,
-            samples_dir=args.samples_dir,
-            policy_file=args.policy,
-            release_public_keys=args.release_key,
-            release_signing_key=args.release_signing_key,
+            **{**_config_file(args.config), **_flags(args), "api_tokens": tokens}
         )
         service = FleetService(settings)
-    except (ValidationError, ProtocolError, PolicyConfigError) as e:
+    except (ValidationError, ProtocolError, PolicyConfigError, ValueError) as e:
         raise UserError(f"invalid fleet settings: {e}", exit_code=2) from e
     except StoreError as e:
         raise UserError(str(e)) from e

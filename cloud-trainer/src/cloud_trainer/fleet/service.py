@@ -18,7 +18,6 @@ from cloud_trainer.fleet.policy import ActionHandler, PolicyConfig, PolicyEngine
 from cloud_trainer.fleet.policy.rules import ActionName
 from cloud_trainer.fleet.settings import FleetSettings
 from cloud_trainer.fleet.store import FleetStore
-from edge_agent.comms.mqtt import BrokerEndpoint
 from edge_agent.protocol import load_public_key
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ class FleetService:
         self.policy = PolicyEngine(self.store, policy, self.metrics, handlers)
         keys = tuple(load_public_key(p) for p in settings.release_public_keys)
         self.consumer = FleetConsumer(
-            BrokerEndpoint(settings.broker_host, settings.broker_port),
+            settings.broker_endpoint(),
             self.store,
             self.metrics,
             ConsumerSettings(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from edge_agent.comms.mqtt import BrokerEndpoint
 from edge_agent.config.base import ConfigModel
 from edge_agent.protocol import check_ident
 
@@ -25,6 +27,24 @@ class FleetSettings(ConfigModel):
     )
     broker_host: str = Field(default="127.0.0.1", title="Broker host", description="MQTT broker.")
     broker_port: int = Field(default=1883, ge=1, le=65535, title="Broker port", description="")
+    broker_username: str | None = Field(
+        default=None, title="Broker username", description="The fleet identity (e.g. 'fleet')."
+    )
+    broker_password_file: Path | None = Field(
+        default=None,
+        title="Broker password file",
+        description="File holding the broker password (never the password itself).",
+    )
+    broker_password_env: str | None = Field(
+        default=None,
+        title="Broker password variable",
+        description="Environment variable holding the broker password.",
+    )
+    broker_ca_file: Path | None = Field(
+        default=None,
+        title="Broker CA",
+        description="CA certificate (PEM): when set, the broker is reached over TLS.",
+    )
     root: str = Field(default="mlops", title="Topic root", description="Root of the topic tree.")
     group: str = Field(
         default="fleet",
@@ -79,6 +99,26 @@ class FleetSettings(ConfigModel):
     @classmethod
     def _group_is_ident(cls, value: str) -> str:
         return check_ident(value, "shared subscription group")
+
+    def broker_endpoint(self) -> BrokerEndpoint:
+        """Where and as whom to connect; the password is read from its file or variable."""
+        password = None
+        if self.broker_password_file is not None:
+            try:
+                password = self.broker_password_file.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise ValueError(f"cannot read broker password file: {e}") from e
+        elif self.broker_password_env is not None:
+            password = os.environ.get(self.broker_password_env)
+            if password is None:
+                raise ValueError(f"broker password variable {self.broker_password_env} is not set")
+        return BrokerEndpoint(
+            self.broker_host,
+            self.broker_port,
+            username=self.broker_username,
+            password=password,
+            ca_file=str(self.broker_ca_file) if self.broker_ca_file is not None else None,
+        )
 
     def token_owner(self, presented: str) -> str | None:
         """The name of the token presented, compared in constant time; None if unknown."""
