@@ -390,7 +390,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="JSON DriftConfig to try (default: defaults)")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only", choices=["weather", "camera", "cost"])
+    parser.add_argument("--only", choices=["weather", "seasons", "camera", "cost"])
+    parser.add_argument("--model", type=Path, help="weather ONNX for --only seasons")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     config = (
@@ -432,6 +433,11 @@ def main() -> None:
         for d in ("accuracy", "errors"):
             found = [x[d] for x in w["degraded_forecaster_delay"]]
             print(f"  30 % wrong forecasts, {d}: delay {summarise(found)}")
+    if args.only in (None, "seasons"):
+        from benchmarks.bench_drift_seasons import report, seasonal_benchmark
+
+        results["seasons"] = s = seasonal_benchmark(args.data, config, args.trials, rng, args.model)
+        report(s, summarise)
     if args.only in (None, "camera"):
         results["camera"] = c = camera_benchmark(args.data, config, args.trials, rng)
         print(

@@ -19,24 +19,84 @@ from cloud_trainer.weather.model import (
     without_normalisation,
 )
 from cloud_trainer.weather.settings import TrainSettings
-from edge_agent.drift.baseline import class_ratio, feature_baselines, histogram_baseline
+from edge_agent.drift.baseline import (
+    class_ratio,
+    feature_baselines,
+    histogram_baseline,
+    monthly_rate,
+    seasonal_class_ratio,
+    seasonal_features,
+    seasonal_histogram,
+)
 from edge_agent.features.weather import FEATURE_NAMES, FEATURE_SET
-from edge_agent.protocol.bundle import DriftBaseline, ModelSpec, TabularPreprocessing
+from edge_agent.protocol.bundle import (
+    DriftBaseline,
+    ModelSpec,
+    SeasonalBaseline,
+    TabularPreprocessing,
+)
 from edge_agent.protocol.manifest import TensorSpec
 from edge_agent.protocol.messages import utc_now
 
 log = logging.getLogger(__name__)
 
 
+# Features the drift monitor watches per month (figures in docs/drift.md): the key readings
+# and their 3-hour changes. Left out: hour/day-of-year sin/cos (set by the clock, not the
+# weather), condition one-hots and lags (the class-ratio detector's business), apparent
+# temperature (repeats temperature), and wind and visibility, whose day-to-day swings alone
+# would raise more than one alert a week in time order.
+DRIFT_FEATURES: tuple[str, ...] = (
+    "temperature_c",
+    "humidity",
+    "pressure_mb",
+    "temperature_delta_3h",
+    "humidity_delta_3h",
+    "pressure_delta_3h",
+)
+
+
 def drift_baseline(split: SplitRows, best: Candidate) -> DriftBaseline:
-    """Per-feature bins from training rows; predicted-class ratio and confidence on validation."""
+    """The drift baseline of ``best`` (see ``drift_baseline_from``)."""
+    return drift_baseline_from(
+        split,
+        predict_rain(best.model, split.train.x),
+        predict_rain(best.model, split.validation.x),
+        best.threshold,
+    )
+
+
+def drift_baseline_from(
+    split: SplitRows,
+    prob_train: npt.NDArray[np.float64],
+    prob_validation: npt.NDArray[np.float64],
+    threshold: float,
+) -> DriftBaseline:
+    """Whole-period bins of every feature from training rows, class ratio and confidence on
+    validation (what older agents read); and per-month baselines: watched features from
+    training rows, class ratio and confidence from
+    training and validation predictions (a month of one year is one year's weather), the
+    forecast error rate per month on validation (errors on training rows flatter)."""
     columns = {name: split.train.x[:, i] for i, name in enumerate(FEATURE_NAMES)}
-    prob = predict_rain(best.model, split.validation.x)
-    predicted = [LABELS[int(p >= best.threshold)] for p in prob]
+    watched = {name: columns[name] for name in DRIFT_FEATURES}
+    predicted = [LABELS[int(p >= threshold)] for p in prob_validation]
+    hours = np.concatenate([split.train.hours, split.validation.hours])
+    prob = np.concatenate([prob_train, prob_validation])
+    ratios, inflation = seasonal_class_ratio(
+        hours, [LABELS[int(p >= threshold)] for p in prob], LABELS
+    )
+    wrong = (prob_validation >= threshold).astype(np.int64) != split.validation.y
     return DriftBaseline(
         features=feature_baselines(columns),
         class_ratio=class_ratio(predicted, LABELS),
-        confidence=histogram_baseline(np.maximum(prob, 1.0 - prob)),
+        confidence=histogram_baseline(np.maximum(prob_validation, 1.0 - prob_validation)),
+        seasonal=SeasonalBaseline(
+            features=seasonal_features(split.train.hours, watched),
+            class_ratio=ratios,
+            class_ratio_inflation=inflation,
+            confidence=seasonal_histogram(hours, np.maximum(prob, 1.0 - prob)),
+            error_rate=monthly_rate(split.validation.hours, wrong),
+        ),
     )
 
 

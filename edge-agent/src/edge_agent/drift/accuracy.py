@@ -19,7 +19,9 @@ from edge_agent.drift.alerts import Evaluation, rank
 from edge_agent.drift.config import LowerHysteresis, StreamingConfig
 from edge_agent.drift.detectors import Detector, window_bounds
 from edge_agent.drift.inputs import PredictionLike, SampleLike
+from edge_agent.drift.seasons import month_weights
 from edge_agent.drift.streaming import Adwin, Direction, PageHinkley
+from edge_agent.protocol.bundle import MONTHS
 from edge_agent.protocol.messages import DriftWindow, FeatureDrift
 
 log = logging.getLogger(__name__)
@@ -185,11 +187,21 @@ class ErrorRateDetector(Detector):
 
     Raised while either test last saw the error rate go up; cleared once a test sees it
     come down. The tests restart after each change, so the state is what carries it.
+    With a per-month ``expected`` error rate the tests watch the excess over the season's
+    rate, so a forecaster that is simply worse in spring is not called drifting.
     """
 
-    def __init__(self, join: ForecastJoin, config: StreamingConfig) -> None:
+    def __init__(
+        self,
+        join: ForecastJoin,
+        config: StreamingConfig,
+        expected: Sequence[float] | None = None,
+    ) -> None:
         super().__init__("errors")
         self.join = join
+        self.expected = np.asarray(expected, dtype=np.float64) if expected else None
+        if self.expected is not None and self.expected.size != MONTHS:
+            raise ValueError(f"expected error rate needs {MONTHS} months")
         self.page_hinkley = PageHinkley(
             config.page_hinkley_delta, config.page_hinkley_lambda, config.min_samples
         )
@@ -207,6 +219,8 @@ class ErrorRateDetector(Detector):
             error = float(outcome.predicted != outcome.observed)
             self.seen += 1
             self.errors += int(error)
+            if self.expected is not None:
+                error -= float(month_weights([outcome.target_ts]) @ self.expected)
             ph = self.page_hinkley.update(error)
             if ph is not None:
                 changes.append(("page_hinkley", ph))

@@ -105,6 +105,13 @@ class Thresholds(ConfigModel):
         title="Wasserstein",
         description="1-D Wasserstein distance in units of the baseline's standard deviation.",
     )
+    seasonal_wasserstein: Hysteresis = Field(
+        default=Hysteresis(raise_at=1.3, clear_at=1.0),
+        title="Seasonal Wasserstein",
+        description="Wasserstein (in the month's standard deviations) of a feature window "
+        "against the blend of its months' baselines. Higher than `wasserstein`: a day of "
+        "weather is a narrow slice of its month even when nothing is wrong.",
+    )
     class_ratio: Hysteresis = Field(
         default=Hysteresis(raise_at=0.3, clear_at=0.15),
         title="Class ratio shift",
@@ -115,6 +122,12 @@ class Thresholds(ConfigModel):
         default=Hysteresis(raise_at=0.5, clear_at=0.2),
         title="Confidence PSI",
         description="PSI of the window's confidence histogram against validation.",
+    )
+    seasonal_confidence: Hysteresis = Field(
+        default=Hysteresis(raise_at=1.5, clear_at=0.8),
+        title="Seasonal confidence PSI",
+        description="PSI of the confidence histogram against the blend of its months; a "
+        "week of steady rain is confidently forecast, so the level is higher than `confidence`.",
     )
     embedding: Hysteresis = Field(
         default=Hysteresis(raise_at=0.5, clear_at=0.25),
@@ -258,6 +271,13 @@ class DriftConfig(ConfigModel):
         default=None,
         title="Watched features",
         description="Features (or image statistics) to watch; unset watches all in the baseline.",
+    )
+    seasonal: bool = Field(
+        default=True,
+        title="Seasonal baselines",
+        description="Compare with the model's per-month baselines when it carries them "
+        "(weather stations), so the seasons are not called drift; false compares with the "
+        "whole training period.",
     )
     feature_metric: FeatureMetric = Field(
         default="wasserstein",

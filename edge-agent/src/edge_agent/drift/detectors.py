@@ -16,8 +16,14 @@ from edge_agent.drift.alerts import Evaluation, Severity, rank
 from edge_agent.drift.config import FeatureMetric, Hysteresis, WindowConfig
 from edge_agent.drift.inputs import PredictionLike, SampleLike
 from edge_agent.drift.metrics import HistogramSet, relative_shift
+from edge_agent.drift.seasons import SeasonalHistograms, blend_shares, month_weights
 from edge_agent.drift.windows import HistogramWindow, MeanWindow
-from edge_agent.protocol.bundle import EmbeddingBaseline, HistogramBaseline
+from edge_agent.protocol.bundle import (
+    MONTHS,
+    EmbeddingBaseline,
+    HistogramBaseline,
+    SeasonalHistogram,
+)
 from edge_agent.protocol.messages import DriftWindow, FeatureDrift
 
 
@@ -79,12 +85,13 @@ class FeatureDriftDetector(Detector):
 
     Reads ``prediction.input_stats`` (image statistics for a camera, the feature row for a
     tabular model) and falls back to ``sample.features``; a missing or NaN value only
-    leaves that feature's histogram short of one sample.
+    leaves that feature's histogram short of one sample. With seasonal baselines each test
+    compares the window with the blend of the months its samples fall in.
     """
 
     def __init__(
         self,
-        baselines: Sequence[HistogramBaseline],
+        baselines: Sequence[HistogramBaseline] | Sequence[SeasonalHistogram],
         names: Sequence[str],
         metric: FeatureMetric,
         levels: Hysteresis,
@@ -96,17 +103,31 @@ class FeatureDriftDetector(Detector):
         if len(baselines) != len(names) or not names:
             raise ValueError("need one baseline per feature name, and at least one")
         self.names = list(names)
-        self.baselines = list(baselines)
+        self.baselines: list[HistogramBaseline | SeasonalHistogram] = list(baselines)
         self.metric = metric
         self.levels = levels
         self.min_samples = window.min_samples
         self.source = source
         self.window = HistogramWindow(window, [b.edges for b in self.baselines])
-        self.histograms = HistogramSet(
-            [b.edges for b in self.baselines],
-            [b.probs for b in self.baselines],
-            [b.std for b in self.baselines],
-        )
+        self.seasonal: SeasonalHistograms | None = None
+        seasonal = [b for b in self.baselines if isinstance(b, SeasonalHistogram)]
+        if seasonal:
+            if len(seasonal) != len(self.baselines):
+                raise ValueError("baselines must be all seasonal or all whole-period")
+            self.seasonal = SeasonalHistograms(seasonal)
+            probs, means, stds = self.seasonal.blend(np.ones(MONTHS))
+            self._means = means
+            self.histograms = HistogramSet(
+                [b.edges for b in self.baselines],
+                [list(p[: len(b.edges) - 1]) for p, b in zip(probs, seasonal, strict=True)],
+                list(stds),
+            )
+        else:
+            whole = [b for b in self.baselines if isinstance(b, HistogramBaseline)]
+            self._means = np.array([b.mean for b in whole])
+            self.histograms = HistogramSet(
+                [b.edges for b in whole], [b.probs for b in whole], [b.std for b in whole]
+            )
         self._values = np.full(len(self.names), np.nan)
 
     def _read(self, sample: SampleLike, prediction: PredictionLike) -> bool:
@@ -138,12 +159,16 @@ class FeatureDriftDetector(Detector):
         seen = counts.sum(axis=1) >= self.min_samples
         if not seen.any():
             return None
+        probs = scales = None
+        baseline_means = self._means
+        if self.seasonal is not None:
+            probs, baseline_means, scales = self.seasonal.blend(month_weights(self.window.epochs()))
         if self.metric == "psi":
-            values = self.histograms.psi(counts)
+            values = self.histograms.psi(counts, probs)
         elif self.metric == "js":
-            values = self.histograms.jensen_shannon(counts)
+            values = self.histograms.jensen_shannon(counts, probs)
         else:
-            values = self.histograms.wasserstein(counts)
+            values = self.histograms.wasserstein(counts, probs, scales)
         judged = values[seen]
         over = bool((judged >= self.levels.raise_at).any())
         under = bool((judged <= self.levels.clear_at).all())
@@ -159,7 +184,7 @@ class FeatureDriftDetector(Detector):
                     metric=self.metric,
                     score=float(values[i]),
                     threshold=self.levels.raise_at,
-                    baseline=self.baselines[i].mean,
+                    baseline=float(baseline_means[i]),
                     current=float(avg[i]) if math.isfinite(avg[i]) else None,
                 )
                 for i, name in enumerate(self.names)
@@ -174,7 +199,12 @@ class FeatureDriftDetector(Detector):
 
 
 class ClassRatioDetector(Detector):
-    """Share of each predicted label in the window against its share on validation."""
+    """Share of each predicted label in the window against its share on validation.
+
+    With per-month ratios (``seasonal``) the expected share is the blend of the months the
+    window covers, and ``inflation`` widens the binomial standard error by how much more
+    a week's share varies when its hours come in spells of alike weather.
+    """
 
     def __init__(
         self,
@@ -184,11 +214,17 @@ class ClassRatioDetector(Detector):
         window: WindowConfig,
         min_share: float,
         min_z: float = 0.0,
+        seasonal: Sequence[Mapping[str, float]] | None = None,
+        inflation: float = 1.0,
     ) -> None:
         super().__init__("class_ratio")
         self.min_z = min_z
         self.labels = list(labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
+        self.seasonal = list(seasonal) if seasonal else None
+        self.inflation = max(inflation, 1.0)
+        if self.seasonal is not None:
+            ratio = blend_shares(self.seasonal, np.ones(MONTHS), self.labels)
         self.ratio = {label: float(ratio.get(label, 0.0)) for label in self.labels}
         self.watched = [label for label in self.labels if self.ratio[label] >= max(min_share, 1e-9)]
         if not self.watched:
@@ -208,11 +244,15 @@ class ClassRatioDetector(Detector):
             return None
         counts = self.window.counts(0)
         n = float(counts.sum())
+        expected = self.ratio
+        if self.seasonal is not None:
+            weights = month_weights(self.window.epochs())
+            expected = blend_shares(self.seasonal, weights, self.labels)
         scores, significant = [], []
         for label in self.watched:
-            base = self.ratio[label]
+            base = max(expected[label], 1e-6)
             share = float(counts[self.index[label]]) / n
-            error = math.sqrt(max(base * (1 - base), 1e-12) / n)
+            error = math.sqrt(self.inflation * max(base * (1 - base), 1e-12) / n)
             significant.append(abs(share - base) / error)
             scores.append(
                 FeatureDrift(

@@ -150,10 +150,8 @@ class HistogramSet:
         self.gaps = np.where(self.mask[:, 1:], np.diff(self.centres, axis=1), 0.0)
         self.scales = np.where(np.asarray(scales) > 0, np.asarray(scales, dtype=np.float64), 1.0)
         self.pseudo_count = pseudo_count
-        e = epsilon
-        self._smoothed_base = np.where(
-            self.mask, (self.probs + e) / (1 + e * self.bins[:, None]), 1.0
-        )
+        self.epsilon = epsilon
+        self._smoothed_base = self._smooth(self.probs)
 
     def _normalise(self, counts: npt.ArrayLike) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         c = np.asarray(counts, dtype=np.float64)
@@ -162,20 +160,26 @@ class HistogramSet:
         q: FloatArray = c / np.where(ok, totals, 1.0)[:, None]
         return q, ok
 
-    def psi(self, counts: npt.ArrayLike) -> FloatArray:
-        """PSI per feature (NaN for a feature with an empty window)."""
+    def _smooth(self, probs: FloatArray) -> FloatArray:
+        e = self.epsilon
+        out: FloatArray = np.where(self.mask, (probs + e) / (1 + e * self.bins[:, None]), 1.0)
+        return out
+
+    def psi(self, counts: npt.ArrayLike, probs: FloatArray | None = None) -> FloatArray:
+        """PSI per feature (NaN for a feature with an empty window); ``probs`` replaces the
+        baseline shares for this test (a seasonal blend on the same bins)."""
         c = np.asarray(counts, dtype=np.float64)
         totals = c.sum(axis=1)
         ok = totals > 0
         a = self.pseudo_count
         qs = np.where(self.mask, (c + a) / (totals + a * self.bins)[:, None], 1.0)
-        ps = self._smoothed_base
+        ps = self._smoothed_base if probs is None else self._smooth(probs)
         out: FloatArray = np.where(self.mask, (qs - ps) * np.log(qs / ps), 0.0).sum(axis=1)
         return np.where(ok, out, np.nan)
 
-    def jensen_shannon(self, counts: npt.ArrayLike) -> FloatArray:
+    def jensen_shannon(self, counts: npt.ArrayLike, probs: FloatArray | None = None) -> FloatArray:
         q, ok = self._normalise(counts)
-        p = self.probs
+        p = self.probs if probs is None else probs
         m = 0.5 * (q + p)
         with np.errstate(divide="ignore", invalid="ignore"):
             kq = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
@@ -183,9 +187,17 @@ class HistogramSet:
         out: FloatArray = np.sqrt(np.maximum(0.5 * kq + 0.5 * kp, 0.0))
         return np.where(ok, out, np.nan)
 
-    def wasserstein(self, counts: npt.ArrayLike) -> FloatArray:
-        """Binned Wasserstein per feature, in units of each baseline's standard deviation."""
+    def wasserstein(
+        self,
+        counts: npt.ArrayLike,
+        probs: FloatArray | None = None,
+        scales: FloatArray | None = None,
+    ) -> FloatArray:
+        """Binned Wasserstein per feature, in units of each baseline's standard deviation
+        (``probs`` and ``scales`` replace the baseline's for this test)."""
         q, ok = self._normalise(counts)
-        cdf = np.cumsum(q - self.probs, axis=1)[:, :-1]
-        out: FloatArray = (np.abs(cdf) * self.gaps).sum(axis=1) / self.scales
+        p = self.probs if probs is None else probs
+        s = self.scales if scales is None else np.where(scales > 0, scales, 1.0)
+        cdf = np.cumsum(q - p, axis=1)[:, :-1]
+        out: FloatArray = (np.abs(cdf) * self.gaps).sum(axis=1) / s
         return np.where(ok, out, np.nan)

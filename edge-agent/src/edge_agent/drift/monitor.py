@@ -22,7 +22,13 @@ from edge_agent.drift.detectors import (
     FeatureDriftDetector,
 )
 from edge_agent.drift.inputs import PredictionLike, SampleLike
-from edge_agent.protocol.bundle import ModelSpec
+from edge_agent.protocol.bundle import (
+    FeatureBaseline,
+    HistogramBaseline,
+    ModelSpec,
+    SeasonalFeature,
+    SeasonalHistogram,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +90,29 @@ class DriftMonitor:
         """Detectors for whatever baselines the spec carries and the config enables."""
         wanted = set(config.detectors) if config.enabled else set()
         base = spec.drift
+        seasonal = base.seasonal if config.seasonal else None
         detectors: list[Detector] = []
-        if "features" in wanted and base.features:
-            chosen = base.features
+        available: Sequence[FeatureBaseline] | Sequence[SeasonalFeature] = base.features
+        seasonal_features = seasonal is not None and bool(seasonal.features)
+        if seasonal is not None and seasonal.features:
+            available = seasonal.features
+        if "features" in wanted and available:
+            chosen = available
             if config.features is not None:
-                known = {f.name for f in base.features}
+                known = {f.name for f in available}
                 missing = sorted(set(config.features) - known)
                 if missing:
                     log.warning("drift: model %s has no baseline for %s", spec.name, missing)
-                chosen = [f for f in base.features if f.name in set(config.features)]
+                chosen = [f for f in available if f.name in set(config.features)]  # type: ignore[assignment]
             if chosen:
                 detectors.append(
                     FeatureDriftDetector(
                         chosen,
                         [f.name for f in chosen],
                         config.feature_metric,
-                        getattr(config.thresholds, config.feature_metric),
+                        config.thresholds.seasonal_wasserstein
+                        if seasonal_features and config.feature_metric == "wasserstein"
+                        else getattr(config.thresholds, config.feature_metric),
                         config.image_window
                         if spec.task == "image_classification"
                         else config.feature_window,
@@ -114,15 +127,22 @@ class DriftMonitor:
                     config.prediction_window,
                     config.class_ratio_min_share,
                     config.class_ratio_min_z,
+                    seasonal.class_ratio if seasonal is not None else None,
+                    seasonal.class_ratio_inflation if seasonal is not None else 1.0,
                 )
             )
-        if "confidence" in wanted and base.confidence is not None:
+        confidence: HistogramBaseline | SeasonalHistogram | None = base.confidence
+        confidence_levels = config.thresholds.confidence
+        if seasonal is not None and seasonal.confidence is not None:
+            confidence = seasonal.confidence
+            confidence_levels = config.thresholds.seasonal_confidence
+        if "confidence" in wanted and confidence is not None:
             detectors.append(
                 FeatureDriftDetector(
-                    [base.confidence],
+                    [confidence],  # type: ignore[arg-type]
                     ["confidence"],
                     "psi",
-                    config.thresholds.confidence,
+                    confidence_levels,
                     config.prediction_window,
                     name="confidence",
                     source="confidence",
@@ -155,7 +175,8 @@ class DriftMonitor:
                     )
                 )
             if "errors" in wanted:
-                detectors.append(ErrorRateDetector(join, config.streaming))
+                expected = seasonal.error_rate if seasonal is not None else None
+                detectors.append(ErrorRateDetector(join, config.streaming, expected or None))
         log.info(
             "drift monitor for %s v%s: %s",
             spec.name,

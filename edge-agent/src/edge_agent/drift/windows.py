@@ -67,6 +67,10 @@ class SampleWindow:
         self._next = 0
         self._since_test = 0
 
+    def epochs(self) -> FloatArray:
+        """Timestamps (seconds) of the samples held, in no particular order."""
+        return self._ts[: self.n].copy() if self.n < self.size else self._ts.copy()
+
     def describe(self) -> DriftWindow:
         """Start, end and size of the samples held, for alert payloads."""
         if self.n == 0:

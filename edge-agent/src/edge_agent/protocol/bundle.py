@@ -60,6 +60,82 @@ class EmbeddingBaseline(WireModel):
     distance: HistogramBaseline | None = None
 
 
+MONTHS = 12
+
+
+def _rows_are_shares(rows: list[list[float]], what: str) -> None:
+    for row in rows:
+        if abs(sum(row) - 1.0) > 1e-4 or min(row) < 0:
+            raise ValueError(f"every month's {what} must be non-negative and sum to 1")
+
+
+class SeasonalHistogram(WireModel):
+    """One quantity per calendar month (UTC) on bins shared by every month, so a window
+    that spans two months is compared with a blend of both on the same bins.
+
+    ``probs``, ``mean``, ``std`` and ``n`` hold one entry per month, January first;
+    ``n`` counts the rows behind each month before any pooling with its neighbours.
+    """
+
+    edges: list[float] = Field(min_length=2)
+    probs: list[list[float]] = Field(min_length=MONTHS, max_length=MONTHS)
+    mean: list[float] = Field(min_length=MONTHS, max_length=MONTHS)
+    std: list[Annotated[float, Field(ge=0)]] = Field(min_length=MONTHS, max_length=MONTHS)
+    n: list[Annotated[int, Field(ge=0)]] = Field(min_length=MONTHS, max_length=MONTHS)
+
+    @model_validator(mode="after")
+    def _shape(self) -> SeasonalHistogram:
+        if any(b < a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("edges must be non-decreasing")
+        if any(len(row) != len(self.edges) - 1 for row in self.probs):
+            raise ValueError("every month needs one share per bin (one fewer than edges)")
+        _rows_are_shares(self.probs, "bin shares")
+        return self
+
+
+class SeasonalFeature(SeasonalHistogram):
+    name: Name
+
+
+class SeasonalBaseline(WireModel):
+    """Per-month baselines for a device whose inputs follow the seasons (weather station).
+
+    Replayed in time order, a day of January is far from the whole year's distribution;
+    compared with January's own, only a change the seasons do not explain stands out.
+    """
+
+    features: list[SeasonalFeature] = Field(default_factory=list)
+    class_ratio: list[dict[Label, float]] = Field(
+        default_factory=list, description="Share of each predicted label, one map per month."
+    )
+    class_ratio_inflation: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="Variance of a week's predicted-label share over the binomial variance: "
+        "consecutive hours are alike, so a week holds fewer independent samples than hours.",
+    )
+    confidence: SeasonalHistogram | None = None
+    error_rate: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=list, description="Forecast error rate per month on held-out data."
+    )
+
+    @model_validator(mode="after")
+    def _months(self) -> SeasonalBaseline:
+        if self.class_ratio and len(self.class_ratio) != MONTHS:
+            raise ValueError(f"class_ratio needs {MONTHS} months, got {len(self.class_ratio)}")
+        if self.class_ratio:
+            _rows_are_shares([list(m.values()) for m in self.class_ratio], "class ratio")
+        if self.error_rate and len(self.error_rate) != MONTHS:
+            raise ValueError(f"error_rate needs {MONTHS} months, got {len(self.error_rate)}")
+        return self
+
+    def feature(self, name: str) -> SeasonalFeature:
+        for item in self.features:
+            if item.name == name:
+                return item
+        raise KeyError(name)
+
+
 class DriftBaseline(WireModel):
     """Training/validation statistics the device's drift monitor compares with."""
 
@@ -72,6 +148,9 @@ class DriftBaseline(WireModel):
     )
     confidence: HistogramBaseline | None = None
     embedding: EmbeddingBaseline | None = None
+    seasonal: SeasonalBaseline | None = Field(
+        default=None, description="Per-month baselines; absent = whole-training-period only."
+    )
 
     def feature(self, name: str) -> FeatureBaseline:
         for item in self.features:
