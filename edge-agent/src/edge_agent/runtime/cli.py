@@ -8,10 +8,8 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge_agent.api import ApiServer, create_app
-from edge_agent.api.server import ApiServerError
 from edge_agent.comms.mqtt import LinkError
 from edge_agent.config.device import DeviceConfig, SecretError
 from edge_agent.config.loader import ConfigError, load_config
@@ -25,6 +23,9 @@ from edge_agent.sources import SourceError, open_source
 from edge_agent.updater.agent_link import DeferredSink, attach, build_updater
 from edge_agent.updater.errors import UpdateError
 from edge_agent.updater.service import ModelUpdater
+
+if TYPE_CHECKING:
+    from edge_agent.api import ApiServer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,25 @@ def _serving_engine(
     return engine, (updater, sink)
 
 
+def _start_api(config: DeviceConfig, agent: EdgeAgent) -> ApiServer:
+    # Imported here: FastAPI and uvicorn cost memory that a device without the API need not pay.
+    from edge_agent.api import ApiServer, create_app
+    from edge_agent.api.server import ApiServerError
+
+    app = create_app(
+        agent,
+        token=config.api.token(),
+        max_request_bytes=int(config.api.max_request_mb * 2**20),
+        max_concurrent_predict=config.api.max_concurrent_predict,
+    )
+    api = ApiServer(app, config.api.host, config.api.port)
+    try:
+        api.start()
+    except ApiServerError as e:
+        raise StartupError(str(e)) from e
+    return api
+
+
 def run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
@@ -131,20 +151,13 @@ def run(args: argparse.Namespace) -> int:
     api: ApiServer | None = None
     try:
         if config.api.enabled:
-            app = create_app(
-                agent,
-                token=config.api.token(),
-                max_request_bytes=int(config.api.max_request_mb * 2**20),
-                max_concurrent_predict=config.api.max_concurrent_predict,
-            )
-            api = ApiServer(app, config.api.host, config.api.port)
-            api.start()
+            api = _start_api(config, agent)
         agent.start(connect_timeout=None)
         while not stop.wait(0.2):
             if args.exit_at_end and agent.supervisor.workers["inference"].finished:
                 log.info("source finished: stopping")
                 break
-    except (ApiServerError, LinkError, SecretError) as e:
+    except (StartupError, LinkError, SecretError) as e:
         log.error("cannot start: %s", e)
         agent.stop()
         return 1
