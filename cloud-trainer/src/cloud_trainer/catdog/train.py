@@ -135,14 +135,19 @@ def fit_on_pixels(
     )
     rng = np.random.default_rng(seed)
     weights = class_weights(y_train, n_classes)
-    best, best_weights = -1.0, model.get_weights()
+
+    def val_score() -> float:
+        probs = trainer.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
+        return float(balanced_accuracy_score(y_val, probs.argmax(axis=1)))
+
+    # The starting point competes too: fine-tuning must not hand back a worse model.
+    best, best_weights = val_score(), model.get_weights()
     for epoch in range(epochs):
         augmented = random_augment(x_train, rng).astype(np.float32)
         trainer.fit(
             augmented, y_train, batch_size=batch_size, epochs=1, class_weight=weights, verbose=0
         )
-        probs = trainer.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
-        score = float(balanced_accuracy_score(y_val, probs.argmax(axis=1)))
+        score = val_score()
         log.debug("%s epoch %s: val balanced accuracy %.4f", what, epoch + 1, score)
         if score > best:
             best, best_weights = score, model.get_weights()
