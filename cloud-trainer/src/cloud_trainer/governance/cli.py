@@ -123,9 +123,7 @@ def run_analyse(args: argparse.Namespace) -> int:
         f"{args.model} v{args.version}: {analysis.n_rows} test rows, {analysis.seconds:.1f} s"
     )
     if analysis.importance is not None:
-        top = ", ".join(
-            f"{f.feature} {f.mean_drop:.4f}" for f in analysis.importance.features[:5]
-        )
+        top = ", ".join(f"{f.feature} {f.mean_drop:.4f}" for f in analysis.importance.features[:5])
         console.print(f"most important ({analysis.importance.metric} drop): {top}")
     for warning in analysis.slices.warnings:
         console.print(f"[yellow]warning[/yellow] {warning}")
@@ -160,9 +158,13 @@ def run_labels(args: argparse.Namespace) -> int:
 def run_triggers(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
+    from cloud_trainer.catdog.ingest import DatasetError
+    from cloud_trainer.export import ExportError
     from cloud_trainer.governance.errors import GovernanceError
     from cloud_trainer.governance.triggers.plan import TriggerConfig
     from cloud_trainer.governance.triggers.run import run_due
+    from cloud_trainer.registry import RegistryError
+    from cloud_trainer.weather.ingest import WeatherDataError
 
     try:
         config = TriggerConfig.load(args.config)
@@ -172,7 +174,9 @@ def run_triggers(args: argparse.Namespace) -> int:
     fleet = _fleet(args.fleet_db)
     try:
         outcomes = run_due(config, dry_run=args.dry_run, fleet_store=fleet, store=args.store)
-    except (GovernanceError, MlflowException) as e:
+    except (WeatherDataError, DatasetError) as e:
+        raise UserError(str(e), exit_code=2) from e
+    except (GovernanceError, MlflowException, ExportError, RegistryError) as e:
         raise UserError(str(e)) from e
     finally:
         if fleet is not None:
