@@ -135,6 +135,9 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError(str(e), exit_code=2) from e
         except (ExportError, RegistryError, ModelLoadError) as e:
             raise UserError(str(e), exit_code=1) from e
+        except OSError as e:  # a full or read-only work folder, cache or store
+            where = e.filename or settings.work_dir
+            raise UserError(f"cannot write {where}: {e.strerror or e}") from e
         progress.update(task, description=f"done ({len(STEPS)} steps)", completed=1, total=1)
 
     summary = report_summary(report)

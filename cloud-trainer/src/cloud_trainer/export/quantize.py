@@ -179,7 +179,8 @@ def quantize_int8(
         "entropy": OrtMethod.Entropy,
     }
     int8_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
+    # Work beside the target so the final rename stays on one filesystem.
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=int8_path.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         partial = Path(tmp) / "int8.onnx"
         try:
@@ -202,6 +203,7 @@ def quantize_int8(
             )
             write_metadata(partial, carried)
         except (
+            OSError,
             RuntimeError,
             ValueError,
             KeyError,
