@@ -225,9 +225,8 @@ def _seed_fleet_history(world: World) -> dict[str, Any]:
 def test_report_states_the_facts_of_the_stores(world: World, tmp_path: Path) -> None:
     seeded = _seed_fleet_history(world)
     store = world.service.store
-    started = time.monotonic()
+    # Render time is a benchmark figure (benchmarks/bench_report.py), not a test assertion.
     outcome = write_report(WEATHER, 2, tmp_path / "report.html", store, "fleet.db")
-    assert time.monotonic() - started < 10.0
     html = outcome.html.read_text()
     found = re.search(
         rf'<script type="application/json" id="{FACTS_ELEMENT_ID}">(.*?)</script>', html
