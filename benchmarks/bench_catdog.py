@@ -121,8 +121,10 @@ def bench_folder(folder: Path, frames: list[np.ndarray], seconds: float, rounds:
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     size = report.get("size", "?")
     print(f"\n{folder}  (input {size}px, 1 thread, {len(frames)} photos)")
-    print(f"{'variant':<8} {'MB':>6} {'bal.acc':>8} {'raw ms':>8} {'best':>7} "
-          f"{'device ms':>10} {'best':>7} {'device/raw':>11}")  # fmt: skip
+    print(
+        f"{'variant':<8} {'MB':>6} {'bal.acc':>8} {'raw ms':>8} {'best':>7} "
+        f"{'device ms':>10} {'best':>7} {'device/raw':>11}"
+    )
     for variant in VARIANTS:
         raw = times[(variant, "raw")]
         dev = times[(variant, "device")]

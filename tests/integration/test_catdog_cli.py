@@ -142,8 +142,9 @@ def test_evaluate_names_a_class_the_model_does_not_know(
 ) -> None:
     work, _ = trained
     shutil.copytree(sample_path() / "dog", tmp_path / "horse")
-    code = main(["catdog", "evaluate", "--data", str(tmp_path), "--model",
-                 str(work / "catdog-fp32.onnx")])  # fmt: skip
+    code = main(
+        ["catdog", "evaluate", "--data", str(tmp_path), "--model", str(work / "catdog-fp32.onnx")]
+    )
     assert code == 2
     assert "'horse'" in capsys.readouterr().err
 

@@ -71,9 +71,13 @@ def test_fine_tuning_moves_only_the_top_stages(
 
     split, labels = sample_split
     settings = TrainSettings(
-        size=SIZE, feature_views=1, fine_tune_epochs=1, fine_tune_stages=1, fine_tune_lr=1e-3,
+        size=SIZE,
+        feature_views=1,
+        fine_tune_epochs=1,
+        fine_tune_stages=1,
+        fine_tune_lr=1e-3,
         cache_dir=tmp_path,
-    )  # fmt: skip
+    )
     trained = train_effnet(split, labels, settings)
     model = trained.model
     assert list(model.output_names) == ["probabilities", "embedding"]
@@ -87,8 +91,12 @@ def test_fine_tuning_moves_only_the_top_stages(
     unfreeze_top_stages(model, 1)
     trainable = {layer.name for layer in model.layers if layer.trainable}
     assert trainable == {
-        "block15_expand_conv", "block15_dw_conv", "block15_project_conv", "head_conv", "logits"
-    }  # fmt: skip
+        "block15_expand_conv",
+        "block15_dw_conv",
+        "block15_project_conv",
+        "head_conv",
+        "logits",
+    }
     watched = ("stem_conv", "block10_dw_conv", "block15_dw_bn", "block15_dw_conv", "head_conv")
     before = {name: model.get_layer(name).get_weights() for name in watched}
     trainer = keras.Model(model.inputs, model.outputs[0])
@@ -118,8 +126,20 @@ def test_small_cnn_option_trains_exports_and_evaluates(
     assert fp32.stat().st_size < 5e6
     assert report["int8"]["size_bytes"] < fp32.stat().st_size
     capsys.readouterr()
-    assert main(["catdog", "evaluate", "--json", "--data", str(sample_path()),
-                 "--model", str(work / "catdog-int8.onnx")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "catdog",
+                "evaluate",
+                "--json",
+                "--data",
+                str(sample_path()),
+                "--model",
+                str(work / "catdog-int8.onnx"),
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == 40 and 0.0 <= result["balanced_accuracy"] <= 1.0
     assert result["model_name"] == "catdog-int8"

@@ -148,10 +148,19 @@ def run_train(args: argparse.Namespace) -> int:
         progress.update(task, description=f"done ({len(STEPS)} steps)", completed=1, total=1)
 
     summary = report_summary(report)
-    table = Table(title=f"test split: {report.n_test} photos, unseen groups: "
-                  f"{len(report.unseen_groups)}")  # fmt: skip
-    for column in ("variant", "bal. acc.", "unseen bal. acc.", "macro-F1", "ROC-AUC", "ms/img",
-                   "MB", "gate"):  # fmt: skip
+    table = Table(
+        title=f"test split: {report.n_test} photos, unseen groups: {len(report.unseen_groups)}"
+    )
+    for column in (
+        "variant",
+        "bal. acc.",
+        "unseen bal. acc.",
+        "macro-F1",
+        "ROC-AUC",
+        "ms/img",
+        "MB",
+        "gate",
+    ):
         table.add_column(column)
     for name in ("fp32", "int8"):
         row = summary[name]

@@ -136,10 +136,15 @@ def _variant(path: Path, model: OnnxClassifier, split: Split) -> tuple[VariantRe
     unseen_eval = score_predictions(held, model.spec.labels) if held is not None else None
     sha256, size = file_digest(path)
     return (
-        VariantResult(path=str(path), sha256=sha256, size_bytes=size, test=evaluation,
-                      unseen_groups=unseen_eval),
+        VariantResult(
+            path=str(path),
+            sha256=sha256,
+            size_bytes=size,
+            test=evaluation,
+            unseen_groups=unseen_eval,
+        ),
         predictions,
-    )  # fmt: skip
+    )
 
 
 def run_pipeline(settings: PipelineSettings, progress: Progress | None = None) -> TrainReport:
@@ -252,5 +257,10 @@ def report_summary(report: TrainReport) -> dict[str, Any]:
             "promoted": v.promoted,
         }
 
-    return {"fp32": row(report.fp32), "int8": row(report.int8), "int8_check": report.int8_check,
-            "n_test": report.n_test, "data_version": report.split_version}  # fmt: skip
+    return {
+        "fp32": row(report.fp32),
+        "int8": row(report.int8),
+        "int8_check": report.int8_check,
+        "n_test": report.n_test,
+        "data_version": report.split_version,
+    }

@@ -65,10 +65,26 @@ def worst_errors_png(
         sheet[y0 : y0 + TILE, x0 : x0 + TILE] = tile
         true, pred = labels[predictions.y_true[i]], labels[predictions.y_pred[i]]
         font = cv2.FONT_HERSHEY_SIMPLEX
-        cv2.putText(sheet, f"{true} -> {pred} {confidence[i]:.2f}", (x0 + 3, y0 + TILE + 13),
-                    font, 0.4, (0, 0, 200), 1, cv2.LINE_AA)  # fmt: skip
-        cv2.putText(sheet, record.path.name[:26], (x0 + 3, y0 + TILE + 28), font, 0.35,
-                    (60, 60, 60), 1, cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            sheet,
+            f"{true} -> {pred} {confidence[i]:.2f}",
+            (x0 + 3, y0 + TILE + 13),
+            font,
+            0.4,
+            (0, 0, 200),
+            1,
+            cv2.LINE_AA,
+        )
+        cv2.putText(
+            sheet,
+            record.path.name[:26],
+            (x0 + 3, y0 + TILE + 28),
+            font,
+            0.35,
+            (60, 60, 60),
+            1,
+            cv2.LINE_AA,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), sheet):
         raise OSError(f"could not write {path}")

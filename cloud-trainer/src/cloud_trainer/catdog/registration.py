@@ -129,7 +129,25 @@ def register_report(
         int8_uri = log_onnx_model(Path(report.int8.path), name="model-int8")
         run_id = run.info.run_id
     n_labels = len(report.data.labels)
-    _gate(settings.model_name, report.fp32, run_id, split, settings, n_labels,
-          parity_ok=True, max_abs_diff=max_abs_diff, model_uri=fp32_uri)  # fmt: skip
-    _gate(f"{settings.model_name}-int8", report.int8, run_id, split, settings, n_labels,
-          parity_ok=check.passed, max_abs_diff=check.drop, model_uri=int8_uri)  # fmt: skip
+    _gate(
+        settings.model_name,
+        report.fp32,
+        run_id,
+        split,
+        settings,
+        n_labels,
+        parity_ok=True,
+        max_abs_diff=max_abs_diff,
+        model_uri=fp32_uri,
+    )
+    _gate(
+        f"{settings.model_name}-int8",
+        report.int8,
+        run_id,
+        split,
+        settings,
+        n_labels,
+        parity_ok=check.passed,
+        max_abs_diff=check.drop,
+        model_uri=int8_uri,
+    )

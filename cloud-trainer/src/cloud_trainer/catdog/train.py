@@ -200,11 +200,16 @@ def train_effnet(
         return None if progress is None else (lambda i, n: progress(what, i, n))
 
     train_f = extract_features(
-        backbone, split.train, preprocessing, n_views=settings.feature_views,
-        cache=cache, progress=step("features: train"),
-    )  # fmt: skip
-    val_f = extract_features(backbone, split.val, preprocessing, cache=cache,
-                             progress=step("features: val"))[:, 0]  # fmt: skip
+        backbone,
+        split.train,
+        preprocessing,
+        n_views=settings.feature_views,
+        cache=cache,
+        progress=step("features: train"),
+    )
+    val_f = extract_features(
+        backbone, split.val, preprocessing, cache=cache, progress=step("features: val")
+    )[:, 0]
     y_train = label_indices(split.train, labels)
     y_val = label_indices(split.val, labels)
     x = train_f.reshape(-1, EMBEDDING_DIM)
@@ -226,18 +231,27 @@ def train_effnet(
         n = unfreeze_top_stages(model, settings.fine_tune_stages)
         log.info("fine-tuning %s layers of the top %s stages", n, settings.fine_tune_stages)
         best = fit_on_pixels(
-            model, pixel_arrays(split.train, preprocessing), y_train,
-            pixel_arrays(split.val, preprocessing), y_val,
-            epochs=settings.fine_tune_epochs, lr=settings.fine_tune_lr,
-            batch_size=settings.batch_size, seed=settings.seed, progress=progress,
+            model,
+            pixel_arrays(split.train, preprocessing),
+            y_train,
+            pixel_arrays(split.val, preprocessing),
+            y_val,
+            epochs=settings.fine_tune_epochs,
+            lr=settings.fine_tune_lr,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            progress=progress,
             what="fine-tuning",
-        )  # fmt: skip
+        )
         metrics["fine_tune_val_balanced_accuracy"] = best
     for layer in model.layers:
         layer.trainable = False
     metrics["train_seconds"] = time.perf_counter() - started
-    log.info("effnet-lite0 trained in %.1f s (features + head %.1f s)", metrics["train_seconds"],
-             features_s)  # fmt: skip
+    log.info(
+        "effnet-lite0 trained in %.1f s (features + head %.1f s)",
+        metrics["train_seconds"],
+        features_s,
+    )
     return TrainedModel(model, labels, preprocessing, settings, metrics, notes)
 
 
@@ -252,11 +266,18 @@ def train_small_cnn(
     preprocessing = preprocessing_for(settings.size)
     model = build_small_cnn(settings.size, len(labels))
     best = fit_on_pixels(
-        model, pixel_arrays(split.train, preprocessing), label_indices(split.train, labels),
-        pixel_arrays(split.val, preprocessing), label_indices(split.val, labels),
-        epochs=settings.cnn_epochs, lr=settings.cnn_lr, batch_size=settings.batch_size,
-        seed=settings.seed, progress=progress, what="small-cnn epochs",
-    )  # fmt: skip
+        model,
+        pixel_arrays(split.train, preprocessing),
+        label_indices(split.train, labels),
+        pixel_arrays(split.val, preprocessing),
+        label_indices(split.val, labels),
+        epochs=settings.cnn_epochs,
+        lr=settings.cnn_lr,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        progress=progress,
+        what="small-cnn epochs",
+    )
     metrics = {"val_balanced_accuracy": best, "train_seconds": time.perf_counter() - started}
     return TrainedModel(model, labels, preprocessing, settings, metrics)
 

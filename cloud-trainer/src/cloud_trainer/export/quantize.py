@@ -23,9 +23,21 @@ DEFAULT_MAX_DROP = 0.01
 # Softmax stays in float: quantised probabilities come in 1/255 steps, which would flatten the
 # confidence histogram the drift monitor watches and tie the scores ROC-AUC ranks.
 QUANTISED_OPS = (
-    "Conv", "MatMul", "Gemm", "Add", "Mul", "Clip", "Relu", "GlobalAveragePool",
-    "AveragePool", "MaxPool", "Concat", "Reshape", "Squeeze", "Transpose",
-)  # fmt: skip
+    "Conv",
+    "MatMul",
+    "Gemm",
+    "Add",
+    "Mul",
+    "Clip",
+    "Relu",
+    "GlobalAveragePool",
+    "AveragePool",
+    "MaxPool",
+    "Concat",
+    "Reshape",
+    "Squeeze",
+    "Transpose",
+)
 
 
 class QuantizationError(ExportError):
@@ -89,8 +101,13 @@ def check_accuracy_drop(
     check = AccuracyDropCheck(metric, fp32, int8, max_drop)
     log.info(
         "int8 %s %.4f vs fp32 %.4f: drop %.4f (max %.4f) %s",
-        metric, int8, fp32, check.drop, max_drop, "ok" if check.passed else "TOO LARGE",
-    )  # fmt: skip
+        metric,
+        int8,
+        fp32,
+        check.drop,
+        max_drop,
+        "ok" if check.passed else "TOO LARGE",
+    )
     return check
 
 
@@ -217,6 +234,10 @@ def quantize_int8(
     fp32_size = fp32_path.stat().st_size
     log.info(
         "int8 model %s: %.2f MB (fp32 %.2f MB), %s calibration inputs, %s",
-        int8_path, size / 1e6, fp32_size / 1e6, len(calibration), method,
-    )  # fmt: skip
+        int8_path,
+        size / 1e6,
+        fp32_size / 1e6,
+        len(calibration),
+        method,
+    )
     return QuantizeReport(int8_path, sha256, size, fp32_size, len(calibration), method, per_channel)
