@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,9 +182,14 @@ def score(predictions: Predictions, labels: list[str], threads: int = 1) -> Eval
             roc = float(roc_auc_score(y, probs[:, 1]))
         else:
             roc = float(roc_auc_score(y, probs, multi_class="ovr", labels=list(range(len(labels)))))
+    with warnings.catch_warnings():
+        # A one-class folder (only cats) is legitimate input; sklearn warns that a predicted
+        # class is absent from the truth, which is the point of scoring it.
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(y, p))
     return Evaluation(
         accuracy=float(accuracy_score(y, p)),
-        balanced_accuracy=float(balanced_accuracy_score(y, p)),
+        balanced_accuracy=balanced,
         macro_f1=float(np.mean([f1[i] for i in present])),
         roc_auc=roc,
         per_class={
