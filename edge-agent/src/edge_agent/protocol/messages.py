@@ -16,7 +16,10 @@ SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 
 def _to_utc(value: datetime) -> datetime:
     # One canonical form on the wire, so signatures and de-duplication agree.
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as e:  # year 1 or 9999 pushed out of range by its offset
+        raise ValueError(f"timestamp {value.isoformat()} is out of range in UTC") from e
 
 
 Ident = Annotated[str, StringConstraints(pattern=IDENT_PATTERN)]

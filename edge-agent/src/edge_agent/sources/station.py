@@ -42,9 +42,13 @@ def parse_timestamp(raw: object) -> datetime:
     if isinstance(raw, bool):
         raise ReadingRejected("malformed", f"timestamp {raw!r} is not a time")
     if isinstance(raw, int | float):
-        if not math.isfinite(raw):
-            raise ReadingRejected("malformed", f"timestamp {raw!r} is not finite")
-        return datetime.fromtimestamp(float(raw), UTC)
+        try:
+            seconds = float(raw)
+            if not math.isfinite(seconds):
+                raise ReadingRejected("malformed", f"timestamp {raw!r} is not finite")
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError) as e:
+            raise ReadingRejected("malformed", f"timestamp {raw!r} is out of range") from e
     if not isinstance(raw, str):
         raise ReadingRejected("malformed", f"timestamp {raw!r} is not text or a number")
     text = raw.strip()
@@ -54,7 +58,10 @@ def parse_timestamp(raw: object) -> datetime:
         raise ReadingRejected("malformed", f"timestamp {text!r} is not ISO 8601") from e
     if ts.tzinfo is None:
         raise ReadingRejected("malformed", f"timestamp {text!r} has no time zone")
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError as e:  # an offset that pushes year 1 or 9999 out of range
+        raise ReadingRejected("malformed", f"timestamp {text!r} is out of range") from e
 
 
 def parse_value(name: str, raw: object) -> float:
@@ -65,7 +72,7 @@ def parse_value(name: str, raw: object) -> float:
         raise ReadingRejected("malformed", f"{name}={raw!r} is not a number")
     try:
         return float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ReadingRejected("malformed", f"{name}={raw!r} is not a number") from e
 
 

@@ -28,6 +28,8 @@ REPORT_HEADERS = {
 }
 ModelName = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 VersionNumber = Annotated[int, PathParam(ge=1)]
+# Row ids fit a signed 64-bit column: a larger number is a 422, not a database overflow.
+RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
 class LabelRequest(BaseModel):
@@ -120,7 +122,7 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
         return found.model_dump(mode="json")
 
     @router.get("/governance/alerts/{alert_id}/importance")
-    def alert_importance(alert_id: int) -> dict[str, Any]:
+    def alert_importance(alert_id: RowId) -> dict[str, Any]:
         """The alert's drifting features beside the model's importance of each."""
         from cloud_trainer.governance.analysis import stored_analysis
         from cloud_trainer.governance.registry_facts import load_version
@@ -186,7 +188,7 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
         return {"samples": pending, "counts": queue.counts()}
 
     @router.get("/labelling/samples/{sample_id}/image")
-    def labelling_image(sample_id: int) -> FileResponse:
+    def labelling_image(sample_id: RowId) -> FileResponse:
         try:
             path, content_type = queue.image_path(sample_id, samples_dir)
         except LabellingError as e:
@@ -194,7 +196,7 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
         return FileResponse(path, media_type=content_type, headers={"Cache-Control": "private"})
 
     @router.post("/labelling/samples/{sample_id}")
-    def label_sample(sample_id: int, body: LabelRequest, caller: Caller) -> dict[str, Any]:
+    def label_sample(sample_id: RowId, body: LabelRequest, caller: Caller) -> dict[str, Any]:
         try:
             return queue.label(sample_id, body.label, caller)
         except LabellingError as e:
