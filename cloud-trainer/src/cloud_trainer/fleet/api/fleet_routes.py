@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_trainer.fleet.api.deps import Caller, Context
@@ -16,6 +17,8 @@ from edge_agent.protocol.topics import IDENT_PATTERN
 router = APIRouter(prefix="/api")
 
 IdentQuery = Annotated[str | None, Query(pattern=IDENT_PATTERN)]
+# Row ids fit a signed 64-bit column: a larger number is a 422, not a database overflow.
+AlertId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
 class DeviceRegistration(BaseModel):
@@ -107,7 +110,7 @@ def list_alerts(
 
 
 @router.post("/alerts/{alert_id}/ack")
-def acknowledge_alert(alert_id: int, context: Context, caller: Caller) -> dict[str, Any]:
+def acknowledge_alert(alert_id: AlertId, context: Context, caller: Caller) -> dict[str, Any]:
     if context.store.acknowledge_alert(alert_id, caller):
         return {"alert_id": alert_id, "acknowledged_by": caller}
     if context.store.read(lambda c: queries.get_alert(c, alert_id)) is None:
