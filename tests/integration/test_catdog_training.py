@@ -14,6 +14,7 @@ from cloud_trainer.catdog.backbone.efficientnet_lite import (
     load_lite0_weights,
 )
 from cloud_trainer.catdog.cli import sample_path
+from cloud_trainer.catdog.evaluate import OnnxClassifier, predict
 from cloud_trainer.catdog.features import FeatureCache, backbone_id, extract_features
 from cloud_trainer.catdog.ingest import scan_folder
 from cloud_trainer.catdog.split import Split, split_records
@@ -143,3 +144,8 @@ def test_small_cnn_option_trains_exports_and_evaluates(
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == 40 and 0.0 <= result["balanced_accuracy"] <= 1.0
     assert result["model_name"] == "catdog-int8"
+    # Inference uses the batch-norm moving statistics: they must have followed training, or
+    # every frame gets the same answer.
+    records, _ = scan_folder(sample_path())
+    predictions = predict(OnnxClassifier.load(fp32), records[:: len(records) // 8])
+    assert float(np.ptp(predictions.probabilities[:, 1])) > 1e-3

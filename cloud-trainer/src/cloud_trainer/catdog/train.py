@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Arch = Literal["effnet-lite0", "small-cnn"]
 Progress = Callable[[str, int, int], None]
+BN_REFRESH_IMAGES = 256
 
 
 class TrainSettings(BaseModel):
@@ -105,6 +106,31 @@ def class_weights(y: npt.NDArray[np.int64], n_classes: int) -> dict[int, float]:
     return {i: float(len(y) / (n_classes * max(c, 1.0))) for i, c in enumerate(counts)}
 
 
+def refresh_batch_norm(model: Any, x: npt.NDArray[np.float32]) -> int:
+    """Set trainable batch-norm moving statistics to those of ``x``; returns how many layers.
+
+    A from-scratch net on a few hundred photos takes too few steps for the moving averages
+    to leave their initial values, and inference uses them. Frozen layers are left alone.
+    """
+    import keras
+
+    layers = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        if layers:
+            model(x, training=True)
+    finally:
+        for layer, momentum in zip(layers, saved, strict=True):
+            layer.momentum = momentum
+    return len(layers)
+
+
 def fit_on_pixels(
     model: Any,
     x_train: npt.NDArray[np.uint8],
@@ -147,6 +173,7 @@ def fit_on_pixels(
         trainer.fit(
             augmented, y_train, batch_size=batch_size, epochs=1, class_weight=weights, verbose=0
         )
+        refresh_batch_norm(model, augmented[:BN_REFRESH_IMAGES])
         score = val_score()
         log.debug("%s epoch %s: val balanced accuracy %.4f", what, epoch + 1, score)
         if score > best:
