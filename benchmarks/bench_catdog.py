@@ -106,7 +106,9 @@ def steps_for(path: Path, frames: list[np.ndarray]) -> dict[str, Callable[[int],
     }
 
 
-def bench_folder(folder: Path, frames: list[np.ndarray], seconds: float, rounds: int) -> None:
+def bench_folder(
+    folder: Path, frames: list[np.ndarray], seconds: float, rounds: int
+) -> dict[str, float]:
     paths = {v: folder / f"catdog-{v}.onnx" for v in VARIANTS}
     steps = {v: steps_for(p, frames) for v, p in paths.items()}
     times: dict[tuple[str, str], list[float]] = {}
@@ -139,6 +141,7 @@ def bench_folder(folder: Path, frames: list[np.ndarray], seconds: float, rounds:
         fp32 = statistics.median(times[("fp32", kind)])
         int8 = statistics.median(times[("int8", kind)])
         print(f"int8 speed-up ({kind}): {fp32 / int8:.2f}x  ({fp32:.2f} -> {int8:.2f} ms/frame)")
+    return {f"{v}/{k}_ms": statistics.median(t) for (v, k), t in times.items()}
 
 
 def main() -> None:
@@ -149,6 +152,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=4.0, help="per variant and loop")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
     if not args.data.is_dir():
@@ -158,8 +162,9 @@ def main() -> None:
     frames = load_frames(args.data, args.frames)
     with tempfile.TemporaryDirectory(prefix="bench-catdog-") as tmp:
         folders = args.models or [quick_models(size, Path(tmp)) for size in args.sizes]
-        for folder in folders:
-            bench_folder(folder, frames, args.seconds, args.rounds)
+        figures = {str(f): bench_folder(f, frames, args.seconds, args.rounds) for f in folders}
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ service instances (one shared subscription group) are measured.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import threading
 import time
@@ -106,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--postgres", help="postgresql://… of an empty database to also measure")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, MosquittoBroker(workdir=Path(tmp) / "mq") as mq:
         endpoint = BrokerEndpoint(mq.host, mq.port)
@@ -113,6 +115,7 @@ def main() -> None:
         raw = raw_baseline(endpoint, n)
         print(f"messages: {n} (4 predictions : 1 telemetry, 20 devices, QoS 1)")
         print(f"raw subscriber (count only):           {raw:9.0f} msg/s")
+        figures: dict[str, float] = {"raw_msg_s": raw}
         backends = [("sqlite", lambda i: sqlite_url(Path(tmp) / f"fleet-{i}.db"))]
         if args.postgres:
             backends.append(("postgresql", lambda _i: str(args.postgres)))
@@ -128,8 +131,12 @@ def main() -> None:
                     f"fleet → {name:10s} {instances} instance(s): {rate:9.0f} msg/s "
                     f"({rate / raw:5.2f} × raw)"
                 )
+                figures[f"{name}_{instances}_msg_s"] = rate
+                figures[f"{name}_{instances}_vs_raw"] = rate / raw
                 if name == "postgresql":
                     _clear_postgres(url)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=1))
 
 
 def _clear_postgres(url: str) -> None:

@@ -24,6 +24,7 @@ calls over the summed time of each variant, p50/p95 are the engine's per-call la
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -135,6 +136,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--model", type=Path, help="an ONNX file with an embedded spec")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
     frames = load_frames(args.data, args.frames)
@@ -158,6 +160,10 @@ def main() -> None:
         for label, path in models:
             for threads in args.threads:
                 figures[(label, threads)] = bench_model(label, path, frames, threads, args.seconds)
+    if args.json:
+        names = ("run_fps", "prep_run_fps", "engine_fps", "no_stats_fps")
+        rows = {f"{m}/{t}": dict(zip(names, f, strict=True)) for (m, t), f in figures.items()}
+        args.json.write_text(json.dumps(rows, indent=1))
     realistic = [f for (label, _t), f in figures.items() if label != "tiny"]
     if realistic:
         vs_run = min(e / r for r, _p, e, _l in realistic)

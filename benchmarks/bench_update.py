@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import json
 import statistics
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from tests.integration.updater_device import Device
 from tests.support.onnx_models import image_classifier
 
 FRAME_S = 0.005
+FIGURES: dict[str, str] = {}  # every printed row, for --json
 
 
 class RssSampler:
@@ -90,9 +92,13 @@ def raw_delivery_ms(url: str, workdir: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="also write the printed rows here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-update-") as tmp, MosquittoBroker() as broker:
-        return run(Path(tmp), BrokerEndpoint(broker.host, broker.port), args.rounds)
+        code = run(Path(tmp), BrokerEndpoint(broker.host, broker.port), args.rounds)
+    if args.json:
+        args.json.write_text(json.dumps(FIGURES, indent=1, ensure_ascii=False))
+    return code
 
 
 def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
@@ -204,6 +210,7 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
 
 
 def row(what: str, value: str, note: str) -> None:
+    FIGURES[what] = value
     print(f"{what:<38} {value:>14}   {note}")
 
 
