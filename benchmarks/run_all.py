@@ -97,11 +97,27 @@ def _publish(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 def _agent(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     outage = r["outage"]
     return [
-        ("agent live publishing msg/s", _f(r["agent_live_msg_s"], 0), f"{r['agent_live_vs_raw']:.2f}x raw paho QoS 1"),
-        ("store-and-forward replay msg/s", _f(r["replay_backlog_msg_s"], 0), f"{r['replay_vs_raw']:.2f}x raw paho QoS 1"),
-        ("cold start to first prediction s", _f(r["cold_start_s"], 2), f"agent RSS {_f(r['rss_mib'])} MiB"),
-        ("broker outage: lost / duplicates", f"{outage['lost']:g} / {outage['duplicates']:g}", f"{outage['sent']:g} sent, catch-up {_f(outage['catch_up_s'], 2)} s"),
-    ]  # fmt: skip
+        (
+            "agent live publishing msg/s",
+            _f(r["agent_live_msg_s"], 0),
+            f"{r['agent_live_vs_raw']:.2f}x raw paho QoS 1",
+        ),
+        (
+            "store-and-forward replay msg/s",
+            _f(r["replay_backlog_msg_s"], 0),
+            f"{r['replay_vs_raw']:.2f}x raw paho QoS 1",
+        ),
+        (
+            "cold start to first prediction s",
+            _f(r["cold_start_s"], 2),
+            f"agent RSS {_f(r['rss_mib'])} MiB",
+        ),
+        (
+            "broker outage: lost / duplicates",
+            f"{outage['lost']:g} / {outage['duplicates']:g}",
+            f"{outage['sent']:g} sent, catch-up {_f(outage['catch_up_s'], 2)} s",
+        ),
+    ]
 
 
 def _update(r: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -131,7 +147,7 @@ def _drift(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if "camera" in r:
         c = r["camera"]
         rows.append(("drift camera false alerts/10k frames", _f(c["stationary_fa_per_10k"], 2), ""))
-    return rows  # fmt: skip
+    return rows
 
 
 def _fleet_ingest(r: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -142,7 +158,7 @@ def _fleet_ingest(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows.append(
                 (f"fleet ingest {key.removesuffix('_msg_s')} msg/s", _f(v, 0), f"{ratio:.2f}x raw")
             )
-    return rows  # fmt: skip
+    return rows
 
 
 def _fleet_sim(r: dict[str, Any]) -> list[tuple[str, str, str]]:
