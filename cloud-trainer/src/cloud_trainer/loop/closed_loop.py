@@ -210,8 +210,7 @@ class ClosedLoop:
                 return "skipped: the loop is shutting down"
             if decision.model_version < self._promoted_version:
                 return (
-                    f"skipped: v{self._promoted_version} already replaces "
-                    f"v{decision.model_version}"
+                    f"skipped: v{self._promoted_version} already replaces v{decision.model_version}"
                 )
             return self._retrain(decision)
 
