@@ -12,7 +12,7 @@ EMBEDDING_DIM = 128
 # would still be mostly their initial values after many epochs, and inference (which uses
 # them) would saturate every ReLU6 and answer the same for every frame.
 BN_MOMENTUM = 0.9
-# (filters, stride) of each separable block after the stem; ~0.1 M parameters in all.
+# (filters, stride) of each separable block after the stem; about 61 k parameters in all.
 BLOCKS = ((32, 1), (64, 2), (64, 1), (96, 2), (96, 1), (128, 2), (EMBEDDING_DIM, 1))
 
 
