@@ -3,6 +3,7 @@ at /predict: whatever arrives, the answer is never a 5xx and the service keeps s
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -138,3 +139,49 @@ def test_predict_refuses_any_bad_body_with_a_4xx(
 def test_services_still_serve_after_the_fuzzing(agent_api: str, fleet_api: str) -> None:
     assert httpx.get(f"{agent_api}/model", timeout=10).status_code == 200
     assert httpx.get(f"{fleet_api}/api/devices", timeout=10).status_code == 200
+
+
+def test_predict_sheds_before_reading_or_decoding_the_body(agent_api: str) -> None:
+    # Two uploads that trickle their bodies hold both prediction slots; a third request
+    # with a body that is not an image gets 503 at once: it was refused before its body
+    # was read or decoded, which is what keeps refusals cheap under overload.
+    release = threading.Event()
+
+    def trickle() -> Iterator[bytes]:
+        yield b"\xff\xd8\xff\xe0"
+        release.wait(20)
+        yield b"not really a jpeg"
+
+    codes: list[int] = []
+
+    def slow_upload() -> None:
+        response = httpx.post(
+            f"{agent_api}/predict",
+            content=trickle(),
+            headers={"content-type": "image/jpeg"},
+            timeout=30,
+        )
+        codes.append(response.status_code)
+
+    uploads = [threading.Thread(target=slow_upload) for _ in range(2)]
+    for upload in uploads:
+        upload.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            refused = httpx.post(
+                f"{agent_api}/predict",
+                content=b"garbage",
+                headers={"content-type": "image/jpeg"},
+                timeout=10,
+            )
+            if refused.status_code == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # the uploads have not reached the handler yet
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+    finally:
+        release.set()
+        for upload in uploads:
+            upload.join(30)
+    assert codes == [400, 400]  # the slow uploads were served, and refused as non-images
