@@ -38,6 +38,9 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(
         "0",
         "--samples-dir",
         str(tmp_path / "samples"),
+        # A root of its own: the session broker holds other tests' retained messages.
+        "--root",
+        "fleetcli",
     )
     try:
         assert proc.stdout is not None

@@ -89,6 +89,17 @@ def test_kill_at_state_then_restart_serves_a_valid_model(
             )
             manifest = fleet.publish(v2, 2)
             wait_until((workdir / "paused").exists, 30, f"the device to reach {state}")
+            # This harness sends events straight over MQTT (no outbox): let the paused
+            # state's event reach the broker before the kill, so the check below is about
+            # recovery, not about a message in flight at the moment of the kill.
+            wait_until(
+                lambda: any(
+                    isinstance(m, UpdateEvent) and m.state.value == state
+                    for m in decoded(collector)
+                ),
+                10,
+                f"the {state} event",
+            )
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
             mark = len(collector.messages)
