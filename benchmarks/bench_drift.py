@@ -39,6 +39,7 @@ from edge_agent.features.weather import (
 )
 from edge_agent.protocol.bundle import DriftBaseline, ModelSpec
 from edge_agent.protocol.manifest import TensorSpec
+from edge_agent.sources.csv_replay import CSV_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 WEEK = 168  # hourly samples per device-week
@@ -46,15 +47,6 @@ CAMERA_PER_WEEK = 10_080  # one drift sample a minute (motion-gated camera)
 T0 = datetime(2020, 1, 6, tzinfo=UTC)
 # Calendar features are not drift: their window distribution is set by the clock.
 CALENDAR = {"hour_sin", "hour_cos", "doy_sin", "doy_cos"}
-CSV_COLUMNS = {
-    "temperature_c": "Temperature_C",
-    "apparent_temperature_c": "Apparent_Temperature_C",
-    "humidity": "Humidity",
-    "wind_speed_kmph": "Wind_speed_kmph",
-    "wind_bearing_deg": "Wind_bearing_degrees",
-    "visibility_km": "Visibility_km",
-    "pressure_mb": "Pressure_millibars",
-}
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,7 @@ from edge_agent.sources.station import (
     ReadingRejected,
     StationPipeline,
     StationReading,
-    parse_condition,
-    parse_timestamp,
-    parse_value,
+    parse_reading,
 )
 
 log = logging.getLogger(__name__)
@@ -80,11 +78,10 @@ def _open_text(path: Path) -> TextIO:
 
 
 def row_to_reading(row: dict[str, str]) -> StationReading:
-    values = tuple(parse_value(name, row.get(CSV_COLUMNS[name])) for name in READING_FIELDS)
-    return StationReading(
-        parse_timestamp(row.get(TIMESTAMP_COLUMN)),
-        values,
-        parse_condition(row.get(CONDITION_COLUMN)),
+    return parse_reading(
+        row.get(TIMESTAMP_COLUMN),
+        (row.get(CSV_COLUMNS[name]) for name in READING_FIELDS),
+        row.get(CONDITION_COLUMN),
     )
 
 

@@ -22,7 +22,14 @@ from pydantic import Field
 from edge_agent.comms.mqtt import MqttLink
 from edge_agent.config.base import ConfigModel
 from edge_agent.sources.sample import Sample
-from edge_agent.sources.station import ReadingRejected, StationPipeline, reading_from_mapping
+from edge_agent.sources.station import (
+    CloseAfterSeconds,
+    MaxAgeSeconds,
+    MaxFutureSeconds,
+    ReadingRejected,
+    StationPipeline,
+    reading_from_mapping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +55,9 @@ class MqttSensorSourceConfig(ConfigModel):
         description="Readings held between the network thread and the reader; more are "
         "dropped and counted as queue_overflow.",
     )
-    max_age_s: float = Field(
-        default=3600.0, gt=0, title="Maximum age", description="Older readings are stale."
-    )
-    max_future_s: float = Field(
-        default=300.0,
-        gt=0,
-        title="Maximum clock lead",
-        description="Readings further ahead of the device clock are rejected as future.",
-    )
-    close_after_s: float = Field(
-        default=300.0,
-        ge=0,
-        title="Hour close delay",
-        description="Close an hour this long after its end even if no later reading came.",
-    )
+    max_age_s: MaxAgeSeconds = 3600.0
+    max_future_s: MaxFutureSeconds = 300.0
+    close_after_s: CloseAfterSeconds = 300.0
 
 
 class MqttSensorSource:

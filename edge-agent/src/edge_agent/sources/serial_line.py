@@ -31,12 +31,13 @@ from edge_agent.features.weather import READING_FIELDS
 from edge_agent.sources.backoff import ReconnectBackoff
 from edge_agent.sources.sample import Sample
 from edge_agent.sources.station import (
+    CloseAfterSeconds,
+    MaxAgeSeconds,
+    MaxFutureSeconds,
     ReadingRejected,
     StationPipeline,
     StationReading,
-    parse_condition,
-    parse_timestamp,
-    parse_value,
+    parse_reading,
 )
 
 log = logging.getLogger(__name__)
@@ -66,21 +67,9 @@ class SerialSourceConfig(ConfigModel):
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = Field(
         default=9600, title="Baud rate", description="Line speed (8N1, no flow control)."
     )
-    max_age_s: float = Field(
-        default=3600.0, gt=0, title="Maximum age", description="Older readings are stale."
-    )
-    max_future_s: float = Field(
-        default=300.0,
-        gt=0,
-        title="Maximum clock lead",
-        description="Readings further ahead of the device clock are rejected as future.",
-    )
-    close_after_s: float = Field(
-        default=300.0,
-        ge=0,
-        title="Hour close delay",
-        description="Close an hour this long after its end even if no later reading came.",
-    )
+    max_age_s: MaxAgeSeconds = 3600.0
+    max_future_s: MaxFutureSeconds = 300.0
+    close_after_s: CloseAfterSeconds = 300.0
     reconnect_min_s: float = Field(
         default=0.5, gt=0, title="Reconnect minimum", description="First reopen delay (s)."
     )
@@ -93,10 +82,7 @@ def parse_line(line: str) -> StationReading:
     parts = line.split(",")
     if len(parts) != FIELDS:
         raise ReadingRejected("malformed", f"line has {len(parts)} fields, {FIELDS} expected")
-    values = tuple(
-        parse_value(name, raw) for name, raw in zip(READING_FIELDS, parts[1:-1], strict=True)
-    )
-    return StationReading(parse_timestamp(parts[0]), values, parse_condition(parts[-1]))
+    return parse_reading(parts[0], parts[1:-1], parts[-1])
 
 
 class SerialSource:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import Field
 
 from edge_agent.features.weather import (
     READING_FIELDS,
@@ -18,6 +21,28 @@ from edge_agent.features.weather import (
 from edge_agent.sources.sample import Sample
 
 HOUR = timedelta(hours=1)
+
+# Config field types of the live sources (serial, MQTT); the defaults stay at each use so
+# type checkers see them: ``max_age_s: MaxAgeSeconds = 3600.0``.
+MaxAgeSeconds = Annotated[
+    float, Field(gt=0, title="Maximum age", description="Older readings are stale.")
+]
+MaxFutureSeconds = Annotated[
+    float,
+    Field(
+        gt=0,
+        title="Maximum clock lead",
+        description="Readings further ahead of the device clock are rejected as future.",
+    ),
+]
+CloseAfterSeconds = Annotated[
+    float,
+    Field(
+        ge=0,
+        title="Hour close delay",
+        description="Close an hour this long after its end even if no later reading came.",
+    ),
+]
 
 
 class ReadingRejected(ValueError):
@@ -85,15 +110,21 @@ def parse_condition(raw: object) -> str | None:
     return text or None
 
 
+def parse_reading(ts: object, raw_values: Iterable[object], condition: object) -> StationReading:
+    """Values (in ``READING_FIELDS`` order) are parsed before the time, so every source
+    reports the same fault first for the same bad reading."""
+    values = tuple(
+        parse_value(name, raw) for name, raw in zip(READING_FIELDS, raw_values, strict=True)
+    )
+    return StationReading(parse_timestamp(ts), values, parse_condition(condition))
+
+
 def reading_from_mapping(data: Mapping[str, object]) -> StationReading:
     """From a JSON object with ``ts``, every ``READING_FIELDS`` key and optional ``condition``."""
     missing = [k for k in ("ts", *READING_FIELDS) if k not in data]
     if missing:
         raise ReadingRejected("malformed", f"reading lacks {', '.join(missing)}")
-    values = tuple(parse_value(name, data[name]) for name in READING_FIELDS)
-    return StationReading(
-        parse_timestamp(data["ts"]), values, parse_condition(data.get("condition"))
-    )
+    return parse_reading(data["ts"], (data[name] for name in READING_FIELDS), data.get("condition"))
 
 
 @dataclass
