@@ -91,3 +91,13 @@ def test_latency_rate_of_a_young_process_is_not_diluted() -> None:
         stats.record(5.0, at=100.0 + i * 0.1)  # 10 calls/s for 1 s
     assert stats.snapshot(now=101.0).fps == pytest.approx(10.0)
     assert stats.snapshot(now=200.0).fps == 0.0  # nothing in the last window
+
+
+def test_image_statistics_on_one_call_in_stats_every(tmp_path: Path) -> None:
+    image_classifier(tmp_path / "a.onnx")
+    slot = ModelSlot(InferenceEngine.load(tmp_path / "a.onnx"), stats_every=3)
+    with_stats = [bool(slot.predict(SAMPLE)[0].input_stats) for _ in range(9)]
+    assert with_stats == [True, False, False] * 3
+    assert not slot.predict(SAMPLE, with_stats=False)[0].input_stats
+    every_call = ModelSlot(slot.current)
+    assert all(every_call.predict(SAMPLE)[0].input_stats for _ in range(3))

@@ -83,7 +83,8 @@ class EdgeAgent:
     ) -> None:
         self.config = config
         self.tree = TopicTree(config.broker.topic_root)
-        self.slot = ModelSlot(engine)
+        stats_every = config.drift.image_stats_every if config.drift is not None else 1
+        self.slot = ModelSlot(engine, stats_every=stats_every)
         self.source = source
         self.counters: collections.Counter[str] = collections.Counter()
         self.store = OutboxStore(
