@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from importlib import resources
@@ -199,21 +198,18 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from cloud_trainer.catdog.evaluate import ModelLoadError, OnnxClassifier, evaluate_model
     from cloud_trainer.catdog.ingest import DatasetError, scan_folder
-    from cloud_trainer.registry import RegistryError, open_store, resolve_model
+    from cloud_trainer.registry import RegistryError, model_for_command
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="catdog-eval-") as tmp:
-        try:
-            if str(args.model).startswith("models:/"):
-                open_store(args.store)
-            resolved = resolve_model(args.model, Path(tmp))
+    try:
+        with model_for_command(args.model, args.store, prefix="catdog-eval-") as resolved:
             model = OnnxClassifier.load(resolved.path, threads=max(1, args.threads))
             records, data_report = scan_folder(args.data, min_classes=1)
             evaluation, _ = evaluate_model(model, records)
-        except DatasetError as e:
-            raise UserError(str(e), exit_code=2) from e
-        except (RegistryError, ModelLoadError) as e:
-            raise UserError(str(e), exit_code=1) from e
+    except DatasetError as e:
+        raise UserError(str(e), exit_code=2) from e
+    except (RegistryError, ModelLoadError) as e:
+        raise UserError(str(e), exit_code=1) from e
     result: dict[str, Any] = evaluation.model_dump(mode="json")
     result.update(
         model_ref=str(args.model),

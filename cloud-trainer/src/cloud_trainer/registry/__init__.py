@@ -21,6 +21,8 @@ Public API:
 
 - ``open_store(location=None) -> MlflowStore`` (activated): a folder or an MLflow URI; by
   default ``$EDGE_MLOPS_MLFLOW``, ``$MLFLOW_TRACKING_URI`` or ``~/.local/share/edge-mlops/mlflow``.
+- ``with model_for_command(ref, store, prefix=) as resolved``: what an ``evaluate`` verb
+  needs: the store opened for ``models:/`` references, the download removed afterwards.
 
 Everything else uses the active MLflow URIs (``cloud_trainer.stack.mlflow_store.MlflowStore``).
 """
@@ -34,7 +36,7 @@ from cloud_trainer.registry.gate import (
     decide,
     score_champion,
 )
-from cloud_trainer.registry.location import open_store
+from cloud_trainer.registry.location import model_for_command, open_store
 from cloud_trainer.registry.resolve import ResolvedModel, parse_models_uri, resolve_model
 from cloud_trainer.registry.runs import (
     CHALLENGER,
@@ -63,6 +65,7 @@ __all__ = [
     "git_commit",
     "log_onnx_model",
     "log_run_context",
+    "model_for_command",
     "open_store",
     "parse_models_uri",
     "register_version",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from cloud_trainer.registry.resolve import ResolvedModel, resolve_model
 from cloud_trainer.stack.mlflow_store import MlflowStore
 
 STORE_ENV = "EDGE_MLOPS_MLFLOW"
@@ -29,3 +33,16 @@ def open_store(location: str | Path | None = None) -> MlflowStore:
         store = MlflowStore.local(Path(text).expanduser())
     store.activate()
     return store
+
+
+@contextmanager
+def model_for_command(
+    ref: str | Path, store: str | Path | None, *, prefix: str
+) -> Iterator[ResolvedModel]:
+    """The model a verb was given, for the length of the ``with``: a registry download lives
+    in a temporary folder (named ``prefix…``) that goes with it, and the store is only opened
+    when the reference needs one, so a plain ONNX path works without any registry."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        if str(ref).startswith("models:/"):
+            open_store(store)
+        yield resolve_model(ref, Path(tmp))

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -137,21 +136,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from cloud_trainer.export import ExportError
-    from cloud_trainer.registry import RegistryError, open_store, resolve_model
+    from cloud_trainer.registry import RegistryError, model_for_command
     from cloud_trainer.weather.ingest import WeatherDataError
     from cloud_trainer.weather.scoring import IncompatibleModelError, evaluate_csv
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="weather-eval-") as tmp:
-        try:
-            if str(args.model).startswith("models:/"):
-                open_store(args.store)
-            model = resolve_model(args.model, Path(tmp))
+    try:
+        with model_for_command(args.model, args.store, prefix="weather-eval-") as model:
             result, report = evaluate_csv(args.data, model.path)
-        except WeatherDataError as e:
-            raise UserError(str(e), exit_code=2) from e
-        except (RegistryError, ExportError, IncompatibleModelError) as e:
-            raise UserError(str(e), exit_code=1) from e
+    except WeatherDataError as e:
+        raise UserError(str(e), exit_code=2) from e
+    except (RegistryError, ExportError, IncompatibleModelError) as e:
+        raise UserError(str(e), exit_code=1) from e
     result["model_ref"] = str(args.model)
     result["model_sha256"] = model.sha256
     result["model_version"] = model.version
