@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cloud_trainer.catdog.features import frame_input
 from cloud_trainer.catdog.ingest import DatasetError, ImageRecord, read_image
+from cloud_trainer.export.keras_onnx import session_load_errors
 from edge_agent.protocol.bundle import ImagePreprocessing, ModelSpec
 from edge_agent.protocol.errors import ProtocolError
 
@@ -78,22 +79,11 @@ class OnnxClassifier:
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> OnnxClassifier:
         import onnxruntime as ort
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        load_errors = (
-            RuntimeError,
-            ValueError,
-            OSError,
-            ort_errors.Fail,
-            ort_errors.InvalidArgument,
-            ort_errors.InvalidGraph,
-            ort_errors.InvalidProtobuf,
-            ort_errors.NoSuchFile,
-            ort_errors.NotImplemented,
-        )
+        load_errors = session_load_errors()
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except load_errors as e:

@@ -192,12 +192,12 @@ def export_keras(
     return ExportReport(path, sha256, size, diff, tolerance, opset, n_rows)
 
 
-def load_session(source: Path | bytes) -> Any:
-    """A CPU onnxruntime session, or ExportError naming the file when it cannot be loaded."""
-    import onnxruntime as ort
+def session_load_errors() -> tuple[type[Exception], ...]:
+    """What onnxruntime raises for a file that is not a loadable model: its own error types
+    are not all RuntimeErrors, and a bad path or truncated file comes as OSError/ValueError."""
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-    load_errors = (
+    return (
         RuntimeError,
         ValueError,
         OSError,
@@ -208,6 +208,13 @@ def load_session(source: Path | bytes) -> Any:
         ort_errors.NoSuchFile,
         ort_errors.NotImplemented,
     )
+
+
+def load_session(source: Path | bytes) -> Any:
+    """A CPU onnxruntime session, or ExportError naming the file when it cannot be loaded."""
+    import onnxruntime as ort
+
+    load_errors = session_load_errors()
     name = "model bytes" if isinstance(source, bytes) else str(source)
     try:
         return ort.InferenceSession(
