@@ -161,35 +161,26 @@ def train_weather(
     (work_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
 
     step(STEPS[6])
-    if store is None:
-        return TrainOutcome(
-            None,
-            None,
-            None,
-            test_metrics,
-            baselines,
-            export,
-            report,
-            version,
+    registered: RegisteredVersion | None = None
+    decision: GateDecision | None = None
+    run_id: str | None = None
+    if store is not None:
+        registered, decision, run_id = _record(
+            settings,
+            store,
+            summary,
             work_dir,
-            best.summary(),
+            plots,
+            onnx_path,
+            export,
+            commit,
+            version,
+            parity_ok,
+            onnx_metrics,
+            baselines,
+            split,
+            expected_version,
         )
-    registered, decision, run_id = _record(
-        settings,
-        store,
-        summary,
-        work_dir,
-        plots,
-        onnx_path,
-        export,
-        commit,
-        version,
-        parity_ok,
-        onnx_metrics,
-        baselines,
-        split,
-        expected_version,
-    )
     return TrainOutcome(
         run_id,
         registered,
