@@ -196,17 +196,7 @@ class Provisioner:
             registry = self._load_registry()
             record = self._active_device(registry, site, device)
             ca = self._load_ca()
-            revoked = list(record.revoked_serials)
-            if record.cert_serial:
-                revoked.append(record.cert_serial)
-            rotated = record.model_copy(
-                update={
-                    "generation": record.generation + 1,
-                    "rotated": utc_now(),
-                    "cert_serial": None,
-                    "revoked_serials": revoked,
-                }
-            )
+            rotated = record.retire_certificate(generation=record.generation + 1, rotated=utc_now())
             passwd = MosquittoPasswordFile.load(self.state.broker_file(files.PASSWD_NAME))
             rotated = self._issue(rotated, passwd, ca, target, fleet_key)
             registry.put(rotated)
@@ -223,12 +213,7 @@ class Provisioner:
             registry = self._load_registry()
             record = self._active_device(registry, site, device)
             ca = self._load_ca()
-            revoked = list(record.revoked_serials)
-            if record.cert_serial:
-                revoked.append(record.cert_serial)
-            updated = record.model_copy(
-                update={"revoked": utc_now(), "cert_serial": None, "revoked_serials": revoked}
-            )
+            updated = record.retire_certificate(revoked=utc_now())
             passwd = MosquittoPasswordFile.load(self.state.broker_file(files.PASSWD_NAME))
             passwd.remove(record.username)
             registry.put(updated)

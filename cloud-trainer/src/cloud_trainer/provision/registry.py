@@ -85,6 +85,14 @@ class IdentityRecord(BaseModel):
     def active(self) -> bool:
         return self.revoked is None
 
+    def retire_certificate(self, **update: object) -> IdentityRecord:
+        """A copy (with ``update`` applied) whose current certificate is gone: its serial
+        joins ``revoked_serials`` so the next CRL refuses it, whether rotated or revoked."""
+        revoked = list(self.revoked_serials)
+        if self.cert_serial:
+            revoked.append(self.cert_serial)
+        return self.model_copy(update={**update, "cert_serial": None, "revoked_serials": revoked})
+
 
 class RegistryDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
