@@ -40,6 +40,7 @@ from edge_agent.features.weather import (
 from edge_agent.protocol.bundle import DriftBaseline, ModelSpec
 from edge_agent.protocol.manifest import TensorSpec
 from edge_agent.sources.csv_replay import CSV_COLUMNS
+from tests.support.drift import camera_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 WEEK = 168  # hourly samples per device-week
@@ -286,18 +287,7 @@ def camera_benchmark(
     names = list(image_statistics(frames[0]))
     perm = rng.permutation(len(frames))
     base, live = perm[: len(perm) // 2], perm[len(perm) // 2 :]
-    spec = ModelSpec(
-        name="catdog",
-        task="image_classification",
-        labels=["cat", "dog"],
-        inputs=[TensorSpec(name="image", dtype="float32", shape=[None, 224, 224, 3])],
-        outputs=[TensorSpec(name="probs", dtype="float32", shape=[None, 2])],
-        probabilities_output="probs",
-        preprocessing={"kind": "image", "height": 224, "width": 224},
-        drift=DriftBaseline(
-            features=feature_baselines({n: stats[base, i] for i, n in enumerate(names)})
-        ),
-    )
+    spec = camera_spec({n: stats[base, i] for i, n in enumerate(names)})
     out: dict = {"photos": len(frames)}
 
     def run(rows: np.ndarray, start: int | None = None):

@@ -16,13 +16,14 @@ forecaster (30 % of forecasts wrong from a random hour) gives the accuracy/error
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.bench_drift import Prediction, Sample
 from edge_agent.drift.config import DriftConfig
 from edge_agent.drift.monitor import DriftMonitor
 from edge_agent.features.weather import FEATURE_NAMES
@@ -30,25 +31,6 @@ from edge_agent.protocol.bundle import ModelSpec
 
 WEEK = 168
 SHIFTED = ("pressure_mb", "temperature_c", "humidity")
-
-
-@dataclass(frozen=True)
-class Sample:
-    ts: datetime
-    input_id: str
-    frame: np.ndarray | None = None
-    features: dict[str, float] | None = None
-    observed_label: str | None = None
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    latency_ms: float = 0.0
-    embedding: np.ndarray | None = None
-    input_stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -25,20 +24,11 @@ from edge_agent.drift.capture import CaptureStore
 from edge_agent.drift.config import CaptureConfig
 from edge_agent.drift.upload import SampleUploader, UploadAuthError, UploadError
 from edge_agent.sources.sample import Sample
+from tests.support.drift import Prediction
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    latency_ms: float = 1.0
-    embedding: np.ndarray | None = None
-    input_stats: dict[str, float] = field(default_factory=dict)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,18 +18,9 @@ from edge_agent.features.weather import FEATURE_NAMES
 from edge_agent.protocol import TensorSpec
 from edge_agent.protocol.bundle import DriftBaseline, ModelSpec, SeasonalBaseline
 from edge_agent.sources.sample import Sample
+from tests.support.drift import Prediction
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    latency_ms: float = 1.0
-    embedding: np.ndarray | None = None
-    input_stats: dict[str, float] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")

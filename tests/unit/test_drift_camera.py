@@ -3,32 +3,19 @@ shuffled replay stays quiet, darkened frames raise an alert that names brightnes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edge_agent.drift.baseline import feature_baselines
 from edge_agent.drift.config import DriftConfig
 from edge_agent.drift.monitor import DriftMonitor
 from edge_agent.features.image import IMAGE_STAT_NAMES, image_statistics
-from edge_agent.protocol import TensorSpec
-from edge_agent.protocol.bundle import DriftBaseline, ModelSpec
 from edge_agent.sources.sample import Sample
+from tests.support.drift import Prediction, camera_spec
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    latency_ms: float = 1.0
-    embedding: np.ndarray | None = None
-    input_stats: dict[str, float] = field(default_factory=dict)
 
 
 def _frames(shared_data: Path) -> list[np.ndarray]:
@@ -47,18 +34,7 @@ def test_image_statistics_drift_on_real_photos(shared_data: Path) -> None:
     order = rng.permutation(len(frames))
     base, live = order[: len(order) // 2], order[len(order) // 2 :]
     stats = [image_statistics(f) for f in frames]
-    spec = ModelSpec(
-        name="catdog",
-        task="image_classification",
-        labels=["cat", "dog"],
-        inputs=[TensorSpec(name="image", dtype="float32", shape=[None, 224, 224, 3])],
-        outputs=[TensorSpec(name="probs", dtype="float32", shape=[None, 2])],
-        probabilities_output="probs",
-        preprocessing={"kind": "image", "height": 224, "width": 224},
-        drift=DriftBaseline(
-            features=feature_baselines({n: [stats[i][n] for i in base] for n in IMAGE_STAT_NAMES})
-        ),
-    )
+    spec = camera_spec({n: [stats[i][n] for i in base] for n in IMAGE_STAT_NAMES})
     monitor = DriftMonitor.from_spec(spec, DriftConfig(), model_version=5)
     assert [d.name for d in monitor.detectors] == ["features"]
 

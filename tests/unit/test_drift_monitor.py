@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -16,19 +15,10 @@ from edge_agent.protocol import TensorSpec
 from edge_agent.protocol.bundle import DriftBaseline, EmbeddingBaseline, ModelSpec
 from edge_agent.protocol.codec import decode_message, encode
 from edge_agent.sources.sample import Sample
+from tests.support.drift import Prediction
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 NAMES = ["temperature_c", "pressure_mb", "humidity"]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    latency_ms: float = 1.0
-    embedding: np.ndarray | None = None
-    input_stats: dict[str, float] = field(default_factory=dict)
 
 
 def _spec(rng: np.random.Generator, **drift: object) -> ModelSpec:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -22,16 +21,7 @@ from edge_agent.protocol import TensorSpec
 from edge_agent.protocol.bundle import DriftBaseline, ModelSpec, SeasonalBaseline
 from edge_agent.protocol.errors import ProtocolError
 from edge_agent.sources.sample import Sample
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    latency_ms: float = 1.0
-    embedding: np.ndarray | None = None
-    input_stats: dict[str, float] = field(default_factory=dict)
+from tests.support.drift import Prediction
 
 
 def _epoch(year: int, month: int, day: int, hour: int = 0) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,16 +18,7 @@ from edge_agent.drift.streaming import Adwin, PageHinkley
 from edge_agent.protocol import TensorSpec
 from edge_agent.protocol.bundle import ModelSpec
 from edge_agent.sources.sample import Sample
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    latency_ms: float = 1.0
-    embedding: np.ndarray | None = None
-    input_stats: dict[str, float] = field(default_factory=dict)
+from tests.support.drift import Prediction
 
 
 def _errors(rng, rates_and_lengths):
