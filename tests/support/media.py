@@ -23,20 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tests.support.weather_csv import HEADER
+
 FOURCC = "MJPG"
-STATION_COLUMNS = [
-    "S_No",
-    "Timestamp",
-    "Location",
-    "Temperature_C",
-    "Apparent_Temperature_C",
-    "Humidity",
-    "Wind_speed_kmph",
-    "Wind_bearing_degrees",
-    "Visibility_km",
-    "Pressure_millibars",
-    "Weather_conditions",
-]
 
 
 def generated_frames(count: int, size: tuple[int, int] = (160, 120)) -> list[np.ndarray]:
@@ -150,7 +139,7 @@ def station_rows(shared_data: Path | None, start: int, count: int) -> list[dict[
 
 def write_station_csv(path: Path, rows: Sequence[dict[str, str]], gz: bool = False) -> Path:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=STATION_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=HEADER, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
