@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from cloud_trainer.release.artefacts import ArtefactServer
-from cloud_trainer.release.publisher import ReleaseChannel, ReleaseTarget, build_manifest, read_spec
+from cloud_trainer.release.publisher import ReleaseChannel
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink
 from edge_agent.inference import InferenceEngine, ModelSlot
@@ -30,6 +30,7 @@ from edge_agent.protocol import SigningKey, TopicTree, UpdateEvent, UpdateState
 from edge_agent.updater.boot import ProvisionedModel
 from edge_agent.updater.config import UpdaterConfig
 from tests.integration.updater_device import Device
+from tests.integration.updater_fixtures import catdog_manifest
 from tests.support.onnx_models import image_classifier
 
 FRAME_S = 0.005
@@ -143,20 +144,10 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
         time.sleep(0.5)
 
         def release(path: Path, version: int) -> tuple[str, float, str]:
-            sha, size, url = server.publish_file(path, f"catdog-v{version}-{path.stem}.onnx")
-            manifest = build_manifest(
-                model="catdog",
-                version=version,
-                sha256=sha,
-                size=size,
-                url=url,
-                spec=read_spec(path),
-                target=ReleaseTarget(),
-                publisher="cloud",
-            )
+            manifest = catdog_manifest(server, path, version)
             start = time.perf_counter()
             channel.publish(manifest)
-            return manifest.release_id, start, url
+            return manifest.release_id, start, manifest.urls[0]
 
         serve_ms, commit_ms, gaps, raw_ms, peaks, sessions = [], [], [], [], [], []
         for i in range(rounds):

@@ -29,6 +29,24 @@ from tests.support.onnx_models import image_classifier
 _roots = itertools.count()
 
 
+def catdog_manifest(
+    server: ArtefactServer, path: Path, version: int, target: ReleaseTarget | None = None
+) -> ReleaseManifest:
+    """An unsigned catdog release of ``path``, its file served by ``server`` under a name
+    that tells versions and variants apart in the server's folder."""
+    sha, size, url = server.publish_file(path, f"catdog-v{version}-{path.stem}.onnx")
+    return build_manifest(
+        model="catdog",
+        version=version,
+        sha256=sha,
+        size=size,
+        url=url,
+        spec=read_spec(path),
+        target=target or ReleaseTarget(),
+        publisher="cloud",
+    )
+
+
 @dataclass
 class Fleet:
     """One test's release world: a topic root, keys, an artefact server and a publisher."""
@@ -51,17 +69,7 @@ class Fleet:
     def manifest(
         self, path: Path, version: int, target: ReleaseTarget | None = None, **changes: Any
     ) -> ReleaseManifest:
-        sha, size, url = self.server.publish_file(path, f"catdog-v{version}-{path.stem}.onnx")
-        manifest = build_manifest(
-            model="catdog",
-            version=version,
-            sha256=sha,
-            size=size,
-            url=url,
-            spec=read_spec(path),
-            target=target or ReleaseTarget(),
-            publisher="cloud",
-        )
+        manifest = catdog_manifest(self.server, path, version, target)
         return manifest.model_copy(update=changes) if changes else manifest
 
     def publish(self, path: Path, version: int, **changes: Any) -> ReleaseManifest:
