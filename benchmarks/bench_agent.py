@@ -24,6 +24,7 @@ import psutil
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.bench_publish import prediction
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.comms.mqtt import BrokerEndpoint
 from edge_agent.protocol import PredictionMessage, encode, utc_now
@@ -34,19 +35,7 @@ from tests.support.onnx_models import red_frame
 
 
 def _prediction(seq: int) -> PredictionMessage:
-    return PredictionMessage(
-        device_id="cam-01",
-        ts=utc_now(),
-        seq=seq,
-        model_name="catdog",
-        model_version=3,
-        label="dog",
-        confidence=0.9,
-        scores={"cat": 0.1, "dog": 0.9},
-        latency_ms=4.2,
-        input_ts=utc_now(),
-        input_id=f"frame-{seq:06d}",
-    )
+    return prediction(seq, stamp_input=True)
 
 
 def raw_paho(port: int, n: int, inflight: int) -> float:

@@ -40,24 +40,26 @@ from edge_agent.protocol import PredictionMessage, encode, utc_now
 from tests.support.mqtt import Collector
 
 
+def prediction(seq: int, stamp_input: bool = False) -> PredictionMessage:
+    """The camera prediction every publishing benchmark sends: one realistic size and shape,
+    so their message rates compare."""
+    return PredictionMessage(
+        device_id="cam-01",
+        ts=utc_now(),
+        seq=seq,
+        model_name="catdog",
+        model_version=3,
+        label="dog",
+        confidence=0.9,
+        scores={"cat": 0.1, "dog": 0.9},
+        latency_ms=4.2,
+        input_ts=utc_now() if stamp_input else None,
+        input_id=f"frame-{seq:06d}",
+    )
+
+
 def payloads(n: int) -> list[bytes]:
-    return [
-        encode(
-            PredictionMessage(
-                device_id="cam-01",
-                ts=utc_now(),
-                seq=i,
-                model_name="catdog",
-                model_version=3,
-                label="dog",
-                confidence=0.9,
-                scores={"cat": 0.1, "dog": 0.9},
-                latency_ms=4.2,
-                input_id=f"frame-{i:06d}",
-            )
-        )
-        for i in range(n)
-    ]
+    return [encode(prediction(i)) for i in range(n)]
 
 
 def mosquitto_pub(port: int, topic: str, qos: int, lines: Path) -> None:
