@@ -112,3 +112,11 @@ def test_docs_carry_the_current_config_reference():
 
     docs = (ROOT / "docs" / "edge-agent.md").read_text()
     assert config_reference() in docs, "regenerate: edge-agent config-reference"
+
+
+def test_extends_path_with_a_nul_byte_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "device.yaml"
+    path.write_text('extends: "site\\0.yaml"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "cannot hold a NUL byte" in str(info.value.issues[0])

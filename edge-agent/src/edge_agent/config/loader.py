@@ -133,6 +133,10 @@ def load_document(path: Path, _depth: int = 0) -> tuple[dict[str, Any], Origins]
         raise ConfigError(
             [ConfigIssue(str(path), line, "extends", parent, "extends chain too deep (a loop?)")]
         )
+    if "\0" in parent:
+        raise ConfigError(
+            [ConfigIssue(str(path), line, "extends", parent, "a path cannot hold a NUL byte")]
+        )
     parent_path = (path.parent / parent).resolve()
     if not parent_path.is_file():
         raise ConfigError(
