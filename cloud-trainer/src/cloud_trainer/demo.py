@@ -107,4 +107,7 @@ def _summary(console: Console, report: LoopReport) -> None:
         console.print(f"[bold]rollout[/] {report.rollout}")
     for problem in report.problems:
         console.print(f"[red]problem[/] {problem}")
-    console.print("[green]loop closed[/]" if report.ok else "[red]loop not closed[/]")
+    if report.ok:
+        console.print(f"[green]loop closed[/]: {report.outcome}")
+    else:
+        console.print("[red]loop not closed[/]")

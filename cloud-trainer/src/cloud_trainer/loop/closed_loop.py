@@ -46,6 +46,7 @@ class LoopReport:
     versions: dict[str, list[int]] = field(default_factory=dict)
     retrain: list[str] = field(default_factory=list)
     rollout: str | None = None
+    outcome: str = ""
     ok: bool = False
     problems: list[str] = field(default_factory=list)
 
@@ -67,6 +68,8 @@ class ClosedLoop:
         self._retrain_lock = threading.Lock()
         self._closing = threading.Event()
         self._promoted_version = 0
+        # Set when a retrain's candidate is refused by the gate and nothing newer serves.
+        self._gate_kept_champion = threading.Event()
 
     # -- steps -------------------------------------------------------------------------
 
@@ -235,6 +238,8 @@ class ClosedLoop:
         for reason in reasons:
             self._say(f"gate: {reason}")
         if not promoted:
+            if self._promoted_version == 0:
+                self._gate_kept_champion.set()
             return f"v{version} kept as challenger by the gate"
         self._promoted_version = version
         thread = threading.Thread(
@@ -343,15 +348,24 @@ class ClosedLoop:
             wait("first_camera_prediction", lambda: sum(camera.predictions.values()) > 0)
         if not wait("drift_alert", lambda: any(a.state == "raised" for a in weather.alerts)):
             return
-        if not wait(
-            "update_committed",
-            lambda: any(
+
+        def committed() -> bool:
+            return any(
                 e.state is UpdateState.COMMITTED and e.to_version > v1 for e in weather.events
-            ),
-        ):
+            )
+
+        if not wait("retrain_decided", lambda: committed() or self._gate_kept_champion.is_set()):
+            return
+        if not committed():
+            # A correct ending too: the retrained model did not beat the champion and
+            # persistence on the same split, so nothing is released and v1 keeps serving.
+            self.report.outcome = f"the gate kept v{v1}: the retrained model was not better"
+            self.report.ok = True
             return
         new = max(e.to_version for e in weather.events if e.state is UpdateState.COMMITTED)
+        self._mark("update_committed")
         if wait("first_prediction_new_version", lambda: weather.predictions[new] > 0):
+            self.report.outcome = f"the station serves v{new}"
             self.report.ok = True
         time.sleep(3)  # one more telemetry round and the rollout's final decision
 
