@@ -64,3 +64,21 @@ def test_demo_closes_the_loop(tmp_path: Path, shared_data: Path) -> None:
     # Both agents served; the camera with the registered edge model.
     assert "park-cam-01  first prediction from catdog" in out.stdout
     assert "port-ws-01   first prediction from weather-rain-4h v2" in out.stdout
+
+
+def test_demo_on_the_shipped_samples_alone(tmp_path: Path) -> None:
+    """A machine without ../shared: the demo still runs every step and ends with a verdict."""
+    from cloud_trainer.catdog.cli import sample_path as pets_sample
+    from cloud_trainer.weather.settings import sample_path as weather_sample
+
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "cloud_trainer", "demo", "--workdir", str(tmp_path / "demo"),
+            "--weather-data", str(weather_sample()), "--pets", str(pets_sample()),
+        ],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+    assert "loop closed: " in out.stdout
+    assert "drift raised by features (v1)" in out.stdout
+    assert "gate: " in out.stdout
