@@ -3,7 +3,6 @@ at /predict: whatever arrives, the answer is never a 5xx and the service keeps s
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -141,53 +140,44 @@ def test_services_still_serve_after_the_fuzzing(agent_api: str, fleet_api: str) 
     assert httpx.get(f"{fleet_api}/api/devices", timeout=10).status_code == 200
 
 
-def test_predict_sheds_before_reading_or_decoding_the_body(agent_api: str) -> None:
-    # Two uploads that trickle their bodies hold both prediction slots; a third request
-    # with a body that is not an image gets 503 at once: it was refused before its body
-    # was read or decoded, which is what keeps refusals cheap under overload.
-    release = threading.Event()
+@pytest.fixture
+def saturated_agent_api(
+    mosquitto: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An agent API whose prediction slots are all taken, as under a sustained overload."""
+    workdir = tmp_path_factory.mktemp("shed-agent")
+    agent = build_agent(camera_config(workdir, mosquitto.port, frames=2), with_source=False)
+    app = create_app(agent, token=None, max_request_bytes=256 * 1024, max_concurrent_predict=0)
+    server = ApiServer(app, "127.0.0.1", 0)
+    server.start()
+    yield server.url
+    server.stop()
+    agent.store.close()
 
-    def trickle() -> Iterator[bytes]:
-        yield b"\xff\xd8\xff\xe0"
-        release.wait(20)
-        yield b"not really a jpeg"
 
-    codes: list[int] = []
-
-    def slow_upload() -> None:
-        # A probe below may hold a slot for a moment just as an upload arrives, and the
-        # upload is then shed with 503 itself: it tries again until it holds a slot.
-        while True:
-            response = httpx.post(
-                f"{agent_api}/predict",
-                content=trickle(),
-                headers={"content-type": "image/jpeg"},
-                timeout=30,
-            )
-            if response.status_code != 503 or release.is_set():
-                break
-            time.sleep(0.02)
-        codes.append(response.status_code)
-
-    uploads = [threading.Thread(target=slow_upload) for _ in range(2)]
-    for upload in uploads:
-        upload.start()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            refused = httpx.post(
-                f"{agent_api}/predict",
-                content=b"garbage",
-                headers={"content-type": "image/jpeg"},
-                timeout=10,
-            )
-            if refused.status_code == 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)  # the uploads have not reached the handler yet
-        assert refused.status_code == 503
-        assert refused.headers["retry-after"] == "1"
-    finally:
-        release.set()
-        for upload in uploads:
-            upload.join(30)
-    assert codes == [400, 400]  # the slow uploads were served, and refused as non-images
+def test_predict_sheds_before_reading_or_decoding_the_body(
+    agent_api: str, saturated_agent_api: str
+) -> None:
+    # With every slot taken, a body that is not an image gets 503, not the 400 its decoding
+    # would give, and an oversized body gets 503, not the 413 reading it would give: the
+    # refusal comes before the body is read or decoded, which keeps refusals cheap.
+    garbage = {"content": b"garbage", "headers": {"content-type": "image/jpeg"}}
+    refused = httpx.post(f"{saturated_agent_api}/predict", timeout=10, **garbage)  # type: ignore[arg-type]
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    huge = httpx.post(
+        f"{saturated_agent_api}/predict",
+        content=b"\xff" * (512 * 1024),
+        headers={"content-type": "image/jpeg"},
+        timeout=10,
+    )
+    assert huge.status_code == 503
+    # The same bodies on a server with free slots: read, decoded and refused for what they are.
+    assert httpx.post(f"{agent_api}/predict", timeout=10, **garbage).status_code == 400  # type: ignore[arg-type]
+    big = httpx.post(
+        f"{agent_api}/predict",
+        content=b"\xff" * (512 * 1024),
+        headers={"content-type": "image/jpeg"},
+        timeout=10,
+    )
+    assert big.status_code == 413
