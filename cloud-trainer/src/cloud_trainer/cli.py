@@ -27,6 +27,14 @@ COMMAND_MODULES = [
 ]
 
 
+def host_port(value: str) -> tuple[str, int]:
+    """An argparse type for ``HOST:PORT`` options (brokers, servers)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloud-trainer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cloud_trainer.errors import UserError
+from cloud_trainer.cli import host_port
 from cloud_trainer.loop.closed_loop import ClosedLoop, LoopReport, LoopSettings
 from cloud_trainer.loop.timeline import Entry
 from edge_agent.comms.mqtt import BrokerEndpoint
@@ -36,7 +36,11 @@ def register(subparsers: Any) -> None:
         "demo", help="run the closed loop end to end on embedded defaults (one machine)"
     )
     p.add_argument("--workdir", type=Path, help="keep the run's files here (default: temporary)")
-    p.add_argument("--broker", help="HOST:PORT of a broker (default: start a private Mosquitto)")
+    p.add_argument(
+        "--broker",
+        type=host_port,
+        help="HOST:PORT of a broker (default: start a private Mosquitto)",
+    )
     p.add_argument("--weather-data", type=Path, help="station CSV (default: shared or sample)")
     p.add_argument("--pets", type=Path, help="photo folder of class sub-folders (default: shared)")
     p.add_argument("--no-camera", action="store_true", help="run the weather station alone")
@@ -47,13 +51,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _endpoint(spec: str | None) -> BrokerEndpoint | None:
-    if spec is None:
-        return None
-    host, _, port = spec.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--broker must be HOST:PORT, got {spec!r}", exit_code=2)
-    return BrokerEndpoint(host, int(port))
+def _endpoint(spec: tuple[str, int] | None) -> BrokerEndpoint | None:
+    return None if spec is None else BrokerEndpoint(*spec)
 
 
 def _data(args: argparse.Namespace, console: Console) -> tuple[Path, Path | None]:

@@ -13,19 +13,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cloud_trainer.cli import host_port
 from cloud_trainer.errors import UserError
 from cloud_trainer.fleet.policy import PolicyConfigError
 from cloud_trainer.fleet.settings import FleetSettings, new_token, parse_tokens
 from cloud_trainer.fleet.store import StoreError
 from edge_agent.comms.mqtt import LinkError
 from edge_agent.protocol import ProtocolError
-
-
-def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host, int(port)
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +32,7 @@ def register(subparsers: Any) -> None:
         help="YAML file of fleet settings (keys as in docs/fleet-service.md); flags override it",
     )
     serve.add_argument("--db", help="sqlite:///… or postgresql://… (default sqlite:///fleet.db)")
-    serve.add_argument("--broker", type=_host_port, metavar="H:P", help="default 127.0.0.1:1883")
+    serve.add_argument("--broker", type=host_port, metavar="H:P", help="default 127.0.0.1:1883")
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
     serve.add_argument("--root", help="MQTT topic root (default mlops)")
