@@ -82,7 +82,12 @@ def fleet_rate(endpoint: BrokerEndpoint, url: str, count: int, instances: int) -
             endpoint,
             store,
             FleetMetrics(),
-            ConsumerSettings(root=root, group="bench", client_id=f"{root}-{i}"),
+            ConsumerSettings(
+                root=root,
+                group="bench",
+                client_id=f"{root}-{i}",
+                subscription="shared" if instances > 1 else "plain",
+            ),
         )
         for i, store in enumerate(stores)
     ]

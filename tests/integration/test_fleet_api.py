@@ -210,7 +210,7 @@ def test_overload_answers_503_with_retry_after(
     for thread in holders:
         thread.start()
     try:
-        _wait_until(lambda: client.get("/api/devices").status_code == 503)
+        _wait_until(lambda: client.get("/api/devices").status_code == 503, timeout=30)
         refused = client.get("/api/devices")
         assert refused.status_code == 503
         assert refused.headers["Retry-After"] == "1"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloud_trainer.fleet.consumer import ConsumerSettings, FleetConsumer
+from cloud_trainer.fleet.consumer.consumer import Subscription
 from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.sim import SimulatedFleet
 from cloud_trainer.fleet.store import FleetStore, queries, sqlite_url
@@ -32,12 +33,20 @@ def store(tmp_path: Path) -> Iterator[FleetStore]:
     fleet_store.close()
 
 
-def _consumer(endpoint: BrokerEndpoint, store: FleetStore, root: str, name: str) -> FleetConsumer:
+def _consumer(
+    endpoint: BrokerEndpoint,
+    store: FleetStore,
+    root: str,
+    name: str,
+    subscription: Subscription = "plain",
+) -> FleetConsumer:
     consumer = FleetConsumer(
         endpoint,
         store,
         FleetMetrics(),
-        ConsumerSettings(root=root, group="fleet", client_id=f"{root}-{name}"),
+        ConsumerSettings(
+            root=root, group="fleet", client_id=f"{root}-{name}", subscription=subscription
+        ),
     )
     consumer.start()
     return consumer
@@ -167,8 +176,8 @@ def test_two_instances_on_one_shared_subscription_split_without_loss_or_duplicat
     broker_endpoint: BrokerEndpoint, store: FleetStore
 ) -> None:
     root = _root()
-    first = _consumer(broker_endpoint, store, root, "one")
-    second = _consumer(broker_endpoint, store, root, "two")
+    first = _consumer(broker_endpoint, store, root, "one", "shared")
+    second = _consumer(broker_endpoint, store, root, "two", "shared")
     fleet = SimulatedFleet.build(broker_endpoint, root, cameras=4, stations=2)
     fleet.start()
     try:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -59,10 +57,9 @@ def test_kill_9_loses_nothing_committed_and_seq_stays_monotonic(
             committed.append(int(line))
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
-        time.sleep(0.5)
-        received = {json.loads(p)["seq"] for _t, p in collector.messages}
-    store = OutboxStore(db)
-    queued = {row.seq for row in store.fetch(-1, 1_000_000)}
+        store = OutboxStore(db)
+        queued = {row.seq for row in store.fetch(-1, 1_000_000)}
+        received = collector.wait_for_seqs(set(committed) - queued, timeout=30)
     # Every append that returned is either still queued or reached the broker.
     missing = [s for s in committed if s not in queued and s not in received]
     assert missing == []

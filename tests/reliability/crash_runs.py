@@ -93,8 +93,9 @@ def outbox_crashes(
         store = OutboxStore(workdir / "outbox.db")
         queued = {row.seq for row in store.fetch(-1, 10_000_000)}
         store.close()
-        received = {json.loads(p)["seq"] for _t, p in collector.messages}
-    committed = [int(rest) for _c, rest in report.of("C")]
+        committed = [int(rest) for _c, rest in report.of("C")]
+        # What left the outbox was acknowledged by the broker: wait until it has arrived.
+        received = collector.wait_for_seqs(set(committed) - queued, timeout=60)
     return OutboxOutcome(report, committed, received, queued)
 
 

@@ -40,6 +40,15 @@ def register(subparsers: Any) -> None:
         "--instances-group",
         help="shared-subscription group; instances in one group split the load (default fleet)",
     )
+    serve.add_argument(
+        "--instance",
+        help="this instance's name: its broker session survives restarts (default a)",
+    )
+    serve.add_argument(
+        "--subscription",
+        choices=("plain", "shared"),
+        help="plain: one instance, nothing lost across restarts (default); shared: $share group",
+    )
     serve.add_argument("--samples-dir", type=Path)
     serve.add_argument("--policy", type=Path, help="policy rules (YAML)")
     serve.add_argument(
@@ -94,6 +103,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "database_url": args.db,
         "root": args.root,
         "group": args.instances_group,
+        "instance": args.instance,
+        "subscription": args.subscription,
         "http_host": args.host,
         "http_port": args.port,
         "samples_dir": args.samples_dir,

@@ -12,7 +12,12 @@ import uvicorn
 
 from cloud_trainer.fleet.api import FleetContext, create_app
 from cloud_trainer.fleet.commands import CommandPublisher
-from cloud_trainer.fleet.consumer import ConsumerSettings, FleetConsumer, WriterSettings
+from cloud_trainer.fleet.consumer import (
+    ConsumerSettings,
+    FleetConsumer,
+    WriterSettings,
+    consumer_client_id,
+)
 from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.policy import ActionHandler, PolicyConfig, PolicyEngine
 from cloud_trainer.fleet.policy.rules import ActionName
@@ -34,7 +39,7 @@ class FleetService:
         self,
         settings: FleetSettings,
         handlers: Mapping[ActionName, ActionHandler] | None = None,
-        instance: str = "a",
+        instance: str | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = FleetMetrics()
@@ -57,7 +62,10 @@ class FleetService:
             ConsumerSettings(
                 root=settings.root,
                 group=settings.group,
-                client_id=f"fleet-{settings.group}-{instance}-{int(time.time() * 1000) % 10**9}",
+                client_id=consumer_client_id(
+                    settings.root, settings.group, instance or settings.instance
+                ),
+                subscription=settings.subscription,
                 release_keys=keys,
             ),
             WriterSettings(

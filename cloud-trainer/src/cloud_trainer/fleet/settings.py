@@ -7,6 +7,7 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -50,6 +51,25 @@ class FleetSettings(ConfigModel):
         default="fleet",
         title="Shared subscription group",
         description="Instances in one group split the device messages between them.",
+    )
+    instance: str = Field(
+        default="a",
+        title="Instance name",
+        description=(
+            "Names this instance's broker session (client id fleet-{root}-{group}-{instance}). "
+            "Keep it the same across restarts, so the broker keeps what arrives meanwhile; "
+            "two instances running at once need different names."
+        ),
+    )
+    subscription: Literal["plain", "shared"] = Field(
+        default="plain",
+        title="Subscription",
+        description=(
+            "plain: one instance on a persistent session; nothing is lost across broker or "
+            "service restarts. shared: $share/{group}/... splits the load between instances, "
+            "but Mosquitto does not restore shared subscriptions after its own restart, so "
+            "what devices send before the instances re-subscribe is lost."
+        ),
     )
     http_host: str = Field(default="127.0.0.1", title="HTTP host", description="Bind address.")
     http_port: int = Field(default=8080, ge=0, le=65535, title="HTTP port", description="")
@@ -99,6 +119,11 @@ class FleetSettings(ConfigModel):
     @classmethod
     def _group_is_ident(cls, value: str) -> str:
         return check_ident(value, "shared subscription group")
+
+    @field_validator("instance")
+    @classmethod
+    def _instance_is_ident(cls, value: str) -> str:
+        return check_ident(value, "instance name")
 
     def broker_endpoint(self) -> BrokerEndpoint:
         """Where and as whom to connect; the password is read from its file or variable."""

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloud_trainer.provision.acl import HEALTH_TOPIC
+from cloud_trainer.stack.mosquitto import (
+    AUTOSAVE_INTERVAL_S,
+    MAX_PACKET_BYTES,
+    MAX_QUEUED_BYTES,
+    MAX_QUEUED_MESSAGES,
+)
 
 PASSWD_NAME = "passwd"  # noqa: S105 - a file name
 ACL_NAME = "acl"
@@ -69,8 +75,13 @@ def render_mosquitto_conf(layout: BrokerLayout) -> str:
         "# Authenticated, ACL-checked, TLS only: there is no plain-TCP listener.",
         "per_listener_settings false",
         *auth_lines(layout),
-        "max_queued_messages 100000",
+        # Sized on purpose: a fleet consumer's persistent session keeps up to 100,000
+        # messages / 256 MiB while it is away; a packet over 512 KiB (a wire message is at
+        # most 256 KiB) ends its sender's connection before the broker reads it.
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_queued_bytes {MAX_QUEUED_BYTES}",
         "max_inflight_messages 100",
+        f"max_packet_size {MAX_PACKET_BYTES}",
         "log_dest stdout",
         "log_type error",
         "log_type warning",
@@ -78,7 +89,13 @@ def render_mosquitto_conf(layout: BrokerLayout) -> str:
         "connection_messages true",
     ]
     if layout.data_dir:
-        lines += ["persistence true", f"persistence_location {layout.data_dir.rstrip('/')}/"]
+        lines += [
+            "persistence true",
+            f"persistence_location {layout.data_dir.rstrip('/')}/",
+            # Queues reach the disk this often; devices re-send what was acknowledged
+            # within their resend window (30 s) after a broker restart.
+            f"autosave_interval {AUTOSAVE_INTERVAL_S}",
+        ]
     lines += [
         "",
         "# Devices and services with a username and password.",

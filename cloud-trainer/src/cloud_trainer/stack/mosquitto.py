@@ -15,6 +15,16 @@ from types import TracebackType
 
 log = logging.getLogger(__name__)
 
+# Broker limits, shared with the rendered production config (provision.broker_config).
+# A wire message is at most 256 KiB (protocol.codec.MAX_PAYLOAD_BYTES) plus its topic.
+MAX_PACKET_BYTES = 512 * 1024
+# Per client: a fleet consumer away for a while keeps this much queued for it.
+MAX_QUEUED_MESSAGES = 100_000
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
+# Mosquitto writes its queues to disk this often; devices re-send what the broker
+# acknowledged within their resend window (30 s), which must stay above it.
+AUTOSAVE_INTERVAL_S = 10
+
 _SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 
 
@@ -44,8 +54,10 @@ class MosquittoBroker:
     """A Mosquitto process with its own config in a temporary directory.
 
     Anonymous by default; pass ``extra_config`` lines (password_file, acl_file, TLS
-    listeners) for the secured stack. ``max_queued_messages`` is raised from Mosquitto's
-    default of 1000 so a slow QoS 1 subscriber does not silently lose messages.
+    listeners) for the secured stack. The queue and size limits are those of the
+    rendered production config (``provision.broker_config.LIMIT_LINES``): a slow or
+    absent persistent subscriber keeps up to 100,000 messages, and a packet over
+    ``max_packet_bytes`` ends its sender's connection before the broker reads it.
     """
 
     host: str = "127.0.0.1"
@@ -53,7 +65,8 @@ class MosquittoBroker:
     allow_anonymous: bool = True
     extra_config: list[str] = field(default_factory=list)
     persistence: bool = False
-    max_queued_messages: int = 100_000
+    max_queued_messages: int = MAX_QUEUED_MESSAGES
+    max_packet_bytes: int = MAX_PACKET_BYTES  # 0: no limit (to test clients' own limits)
     workdir: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
@@ -75,6 +88,7 @@ class MosquittoBroker:
             f"listener {self.port} {self.host}",
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
             f"max_queued_messages {self.max_queued_messages}",
+            f"max_queued_bytes {MAX_QUEUED_BYTES}",
             "max_inflight_messages 100",
             "log_dest stderr",
             "log_type error",
@@ -82,8 +96,14 @@ class MosquittoBroker:
             "log_type notice",
             "connection_messages true",
         ]
+        if self.max_packet_bytes:
+            lines.append(f"max_packet_size {self.max_packet_bytes}")
         if self.persistence:
-            lines += ["persistence true", f"persistence_location {self.workdir}/"]
+            lines += [
+                "persistence true",
+                f"persistence_location {self.workdir}/",
+                f"autosave_interval {AUTOSAVE_INTERVAL_S}",
+            ]
         lines += self.extra_config
         self.config_path.write_text("\n".join(lines) + "\n")
 

@@ -99,6 +99,17 @@ class BrokerConfig(ConfigModel):
         title="Reconnect cap (s)",
         description="Longest wait between reconnection attempts (jittered, doubling).",
     )
+    resend_window_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        title="Resend window (s)",
+        description=(
+            "After a reconnection, messages the broker acknowledged this recently are sent "
+            "again: a broker killed before saving them to disk loses nothing (receivers drop "
+            "the duplicates by seq). Keep it above the broker's autosave_interval; 0 turns it off."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

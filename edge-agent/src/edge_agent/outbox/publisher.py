@@ -20,6 +20,7 @@ class PublisherStats:
     acked: int = 0
     replayed: int = 0
     republished: int = 0
+    resent: int = 0  # acknowledged rows sent again after a reconnection (resend window)
 
 
 def _acked(result: PublishResult) -> bool | None:
@@ -42,6 +43,12 @@ class OutboxPublisher:
     flight when the link drops stay in paho's queue and are re-sent on reconnection;
     one paho refused is re-sent from the outbox. A crash re-sends at most one window:
     a duplicate, never a loss.
+
+    A PUBACK means the broker has the message in memory, not on disk: Mosquitto saves its
+    queues every ``autosave_interval``, so a broker killed in between forgets what it
+    acknowledged since. Rows acknowledged in the last ``resend_window_s`` are therefore kept
+    in memory (up to ``resend_max_bytes``) and sent again after every reconnection;
+    receivers drop the duplicates by ``(device_id, seq)``.
     """
 
     def __init__(
@@ -52,6 +59,8 @@ class OutboxPublisher:
         window: int = 100,
         replay_rate: float = 0.0,
         ack_batch: int = 64,
+        resend_window_s: float = 30.0,
+        resend_max_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.store = store
         self.link = link
@@ -65,6 +74,11 @@ class OutboxPublisher:
         self._inflight_seqs: set[int] = set()
         self._acked: list[int] = []
         self._retry: list[OutboxRow] = []
+        self.resend_window_s = resend_window_s
+        self.resend_max_bytes = resend_max_bytes
+        self._recent: deque[tuple[float, OutboxRow]] = deque()  # acked, in ack order
+        self._resend: deque[OutboxRow] = deque()  # the recent ones, after a reconnection
+        self._recent_bytes = 0
         # Everything queued before we start is backlog; later rows are live.
         self._live_cursor = store.last_seq
         self._backlog_cursor = -1
@@ -144,8 +158,10 @@ class OutboxPublisher:
         self._collect_acks()
 
     def _on_connected(self) -> None:
-        """After (re)connecting: what queued up meanwhile becomes backlog."""
+        """After (re)connecting: what queued up meanwhile becomes backlog, and what the
+        broker acknowledged within the resend window goes out again."""
         self._connected_before = True
+        self._resend_recent()
         top = self.store.last_seq
         if top > self._live_cursor:
             if not self._backlog_open:
@@ -168,6 +184,29 @@ class OutboxPublisher:
                 continue
             self._acked.append(seq)
             self.stats.acked += 1
+            self._remember(row)
+
+    def _remember(self, row: OutboxRow) -> None:
+        if self.resend_window_s <= 0:
+            return
+        now = time.monotonic()
+        self._recent.append((now, row))
+        self._recent_bytes += len(row.payload)
+        horizon = now - self.resend_window_s
+        while self._recent and (
+            self._recent[0][0] < horizon or self._recent_bytes > self.resend_max_bytes
+        ):
+            _t, old = self._recent.popleft()
+            self._recent_bytes -= len(old.payload)
+
+    def _resend_recent(self) -> None:
+        horizon = time.monotonic() - self.resend_window_s
+        rows = [row for at, row in self._recent if at >= horizon]
+        self._recent.clear()
+        self._recent_bytes = 0
+        if rows:
+            self._resend.extend(rows)
+            log.info("re-sending %s messages the broker acknowledged before the drop", len(rows))
 
     def _flush_acks(self) -> None:
         if self._acked:
@@ -189,6 +228,10 @@ class OutboxPublisher:
                 self._send(row)
                 self._live_cursor = row.seq
             sent += len(rows)
+        while self._resend and sent < room:  # after live rows, like the backlog
+            self._send(self._resend.popleft())
+            self.stats.resent += 1
+            sent += 1
         if sent < room and self._backlog_open:
             sent += self._replay(room - sent)
         return sent

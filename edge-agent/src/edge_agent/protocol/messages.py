@@ -67,6 +67,14 @@ class StatusMessage(MessageBase):
     model_name: Ident | None = None
     model_version: Version | None = None
     detail: ShortText | None = None
+    last_will: Literal[True] | None = Field(
+        default=None,
+        title="Last Will",
+        description=(
+            "Set on the offline status the broker publishes when the connection drops. Its "
+            "seq was reserved when the session began, so receivers apply it by arrival, not seq."
+        ),
+    )
 
 
 class TelemetryMessage(MessageBase):

@@ -106,13 +106,10 @@ class EdgeAgent:
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=256)
         self._min_interval = 1.0 / (config.limits.max_predictions_per_s or float("inf"))
         self._stopped = threading.Event()
-        will = Will(
-            self._topic(Channel.STATUS), encode(self._status("offline", self.store.reserve_seq()))
-        )
         self.link = link or MqttLink(
             broker_endpoint(config),
             client_id=f"{config.device_id}-{uuid.uuid4().hex[:8]}",
-            will=will,
+            will=self._last_will,
             max_inflight=config.broker.max_inflight,
             # Jittered first delay: a fleet does not reconnect in lockstep after a restart.
             reconnect_min_s=random.uniform(1.0, 3.0),  # noqa: S311 - not security
@@ -123,6 +120,7 @@ class EdgeAgent:
             self.link,
             window=config.broker.max_inflight,
             replay_rate=config.limits.replay_rate,
+            resend_window_s=config.broker.resend_window_s,
         )
 
     # -- extension points ---------------------------------------------------------------
@@ -188,6 +186,16 @@ class EdgeAgent:
             model_name=engine.spec.name,
             model_version=self._version_of(engine),
             detail=detail,
+        )
+
+    def _last_will(self) -> Will:
+        """The offline status the broker sends if the next session dies; the link asks for
+        one before every connection, so each session's will has a seq of its own. That seq
+        is below the statuses the session sends, so it is flagged: a will applies on arrival.
+        """
+        offline = self._status("offline", self.store.reserve_seq(), "connection lost")
+        return Will(
+            self._topic(Channel.STATUS), encode(offline.model_copy(update={"last_will": True}))
         )
 
     def publish_status(self, state: str, detail: str | None = None) -> None:

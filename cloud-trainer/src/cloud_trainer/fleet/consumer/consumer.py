@@ -1,4 +1,5 @@
-"""The MQTT consumer: device messages from a shared subscription, checked, then queued."""
+"""The MQTT consumer: device messages from a persistent session, checked, queued, stored,
+then acknowledged."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cloud_trainer.fleet.consumer.writer import BatchWriter, ReleaseSeen, WriterSettings
+from cloud_trainer.fleet.consumer.writer import BatchWriter, Received, ReleaseSeen, WriterSettings
 from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.store import Envelope, FleetStore, StoredAlert
-from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink, shared_filter
+from edge_agent.comms.mqtt import Ack, BrokerEndpoint, MqttLink, shared_filter
 from edge_agent.protocol import (
     Channel,
     ProtocolError,
@@ -39,23 +41,39 @@ CHANNEL_TYPES: dict[Channel, str] = {
 }
 
 
+Subscription = Literal["plain", "shared"]
+
+
+def consumer_client_id(root: str, group: str, instance: str) -> str:
+    """The broker session of one consumer instance: stable across its restarts."""
+    return "-".join(("fleet", root.replace("/", "_"), group, instance))
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     root: str = "mlops"
     group: str = "fleet"
     client_id: str | None = None
+    # plain: one instance on a persistent session, nothing lost across broker or service
+    # restarts. shared: $share/{group}/... splits the load, but Mosquitto does not restore
+    # shared subscriptions after its own restart (what is sent before we re-subscribe is lost).
+    subscription: Subscription = "plain"
+    persistent: bool = True
     queue_max: int = 20_000
     put_timeout_s: float = 5.0
     release_keys: tuple[Ed25519PublicKey, ...] = ()
 
 
 class FleetConsumer:
-    """Subscribes every device channel as ``$share/{group}/{root}/+/+/{channel}``.
+    """Subscribes every device channel as ``{root}/+/+/{channel}`` on a persistent session
+    (or ``$share/{group}/...`` with ``subscription="shared"``, where instances in one group
+    split the messages between them).
 
-    Instances in one group split the messages between them (the broker gives each message
-    to one member). Handlers run on paho's thread, so they only check and enqueue; a
-    writer thread stores batches. Nothing raises out of a handler: a bad payload is
-    counted under its reason and logged.
+    Handlers run on paho's thread, so they only check and enqueue; a writer thread stores
+    batches and acknowledges each message to the broker after its batch committed, so a
+    crash loses nothing (the broker re-sends) and stores nothing twice (the seq key).
+    Nothing raises out of a handler: a bad payload is counted under its reason, logged and
+    acknowledged.
     """
 
     def __init__(
@@ -70,8 +88,18 @@ class FleetConsumer:
         self.settings = settings or ConsumerSettings()
         self.tree = TopicTree(self.settings.root)
         self.metrics = metrics
-        self.link = MqttLink(endpoint, client_id=self.settings.client_id or None, max_inflight=100)
-        self._queue: queue.Queue[Envelope | ReleaseSeen] = queue.Queue(self.settings.queue_max)
+        persistent = self.settings.persistent
+        client_id = self.settings.client_id or (
+            consumer_client_id(self.settings.root, self.settings.group, "a") if persistent else None
+        )
+        self.link = MqttLink(
+            endpoint,
+            client_id=client_id,
+            max_inflight=100,
+            persistent_session=persistent,
+            manual_ack=True,
+        )
+        self._queue: queue.Queue[Received] = queue.Queue(self.settings.queue_max)
         self.writer = BatchWriter(
             store, self._queue, metrics, writer or WriterSettings(), on_alerts
         )
@@ -83,17 +111,25 @@ class FleetConsumer:
 
     def start(self, timeout: float | None = 10.0) -> None:
         group = self.settings.group
+        persistent = self.settings.persistent
         for channel in CHANNEL_TYPES:
-            self.link.subscribe(
-                shared_filter(group, self.tree.fleet_filter(channel)), self._on_device_message
-            )
+            topic_filter = self.tree.fleet_filter(channel)
+            if self.settings.subscription == "shared":
+                topic_filter = shared_filter(group, topic_filter)
+            self.link.subscribe_acked(topic_filter, self._on_device_message)
         # Releases are retained and few: every instance reads them all (upserts are idempotent).
-        self.link.subscribe(self.tree.all_releases(), self._on_release)
+        self.link.subscribe_acked(self.tree.all_releases(), self._on_release)
         self.writer.start()
         self.link.start(timeout=timeout)
         if timeout is not None:
             self._wait_subscribed(timeout)
-        log.info("fleet consumer on %s as member of group %r", self.tree.root, group)
+        log.info(
+            "fleet consumer on %s (%s subscription, session %s%s)",
+            self.tree.root,
+            self.settings.subscription,
+            self.link.client_id,
+            ", persistent" if persistent else "",
+        )
 
     def _wait_subscribed(self, timeout: float) -> None:
         # The broker answers subscriptions in order: once a probe published after them comes
@@ -107,7 +143,9 @@ class FleetConsumer:
         self.link.unsubscribe(probe)
 
     def stop(self, drain_timeout: float = 10.0) -> None:
-        """Stop receiving, then write what is queued before returning."""
+        """Write and acknowledge what is queued, then leave the broker (the persistent session
+        stays, so what arrives from now on waits there for the next start)."""
+        self.writer.flush(drain_timeout)
         self.link.stop()
         self.writer.stop(drain_timeout)
 
@@ -117,63 +155,63 @@ class FleetConsumer:
 
     # -- handlers (paho network thread) -------------------------------------------------
 
-    def _reject(self, reason: str, topic: str, detail: str) -> None:
+    def _reject(self, reason: str, topic: str, detail: str, ack: Ack) -> None:
         self.metrics.inc("fleet_messages_rejected_total", reason=reason)
         log.warning("rejected message on %s (%s): %s", topic, reason, detail)
+        ack()  # refused for what it is: sending it again would change nothing
 
-    def _on_device_message(self, topic: str, payload: bytes) -> None:
+    def _on_device_message(self, topic: str, payload: bytes, ack: Ack) -> None:
         try:
             address = self.tree.parse(topic)
         except ProtocolError as e:
-            self._reject("bad_topic", topic, str(e))
+            self._reject("bad_topic", topic, str(e), ack)
             return
         channel = address.channel
         if channel is None or channel not in CHANNEL_TYPES:
-            self._reject("bad_topic", topic, "not a device channel the fleet consumes")
+            self._reject("bad_topic", topic, "not a device channel the fleet consumes", ack)
             return
         self.metrics.inc("fleet_messages_received_total", channel=channel.value)
         decoded = safe_decode(payload)
         if isinstance(decoded, ProtocolError):
-            self._reject("malformed", topic, str(decoded))
+            self._reject("malformed", topic, str(decoded), ack)
             return
         kind = CHANNEL_TYPES[channel]
         if decoded.type != kind:
-            self._reject("wrong_channel", topic, f"a {decoded.type} message on the {kind} channel")
+            wrong = f"a {decoded.type} message on the {kind} channel"
+            self._reject("wrong_channel", topic, wrong, ack)
             return
         if decoded.device_id != address.device:
-            self._reject(
-                "device_mismatch",
-                topic,
-                f"payload device_id {decoded.device_id!r} sent on the topic of {address.device!r}",
+            mismatch = (
+                f"payload device_id {decoded.device_id!r} sent on the topic of {address.device!r}"
             )
+            self._reject("device_mismatch", topic, mismatch, ack)
             return
         if isinstance(decoded, StatusMessage) and decoded.site != address.site:
-            self._reject(
-                "site_mismatch",
-                topic,
-                f"status names site {decoded.site!r}, topic {address.site!r}",
-            )
+            mismatch = f"status names site {decoded.site!r}, topic {address.site!r}"
+            self._reject("site_mismatch", topic, mismatch, ack)
             return
         assert address.site is not None
-        self._enqueue(Envelope(address.site, decoded, time.time()), topic)
+        self._enqueue(Received(Envelope(address.site, decoded, time.time()), ack), topic)
 
-    def _on_release(self, topic: str, payload: bytes) -> None:
+    def _on_release(self, topic: str, payload: bytes, ack: Ack) -> None:
         if not payload:
+            ack()
             return  # a cleared retained release
         try:
             manifest = decode_manifest(payload)
             if self.settings.release_keys:
                 verify_manifest(manifest, {key_id(k): k for k in self.settings.release_keys})
         except ProtocolError as e:
-            self._reject("bad_release", topic, str(e))
+            self._reject("bad_release", topic, str(e), ack)
             return
         self.metrics.inc("fleet_releases_seen_total")
-        self._enqueue(ReleaseSeen(manifest, time.time()), topic)
+        self._enqueue(Received(ReleaseSeen(manifest, time.time()), ack), topic)
 
-    def _enqueue(self, item: Envelope | ReleaseSeen, topic: str) -> None:
+    def _enqueue(self, received: Received, topic: str) -> None:
         # Blocking here holds back paho's reads, so the broker queues for us (backpressure);
         # only a writer stuck for longer than put_timeout_s makes us drop, counted.
         try:
-            self._queue.put(item, timeout=self.settings.put_timeout_s)
+            self._queue.put(received, timeout=self.settings.put_timeout_s)
         except queue.Full:
-            self._reject("overload", topic, "ingest queue full")
+            assert received.ack is not None
+            self._reject("overload", topic, "ingest queue full", received.ack)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.store import Envelope, FleetStore, IngestResult, StoredAlert
+from edge_agent.comms.mqtt import Ack
 from edge_agent.protocol import ReleaseManifest
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,21 @@ class ReleaseSeen:
     seen_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message taken from the broker, with the acknowledgement to send once stored."""
+
+    item: Envelope | ReleaseSeen
+    ack: Ack | None = None
+
+
 @dataclass(frozen=True)
 class WriterSettings:
     batch_max: int = 500
     linger_s: float = 0.1
+    # A batch closes early when nothing arrives for this long: with acknowledgements sent
+    # after the commit, the broker sends no more than its in-flight window until we commit.
+    idle_gap_s: float = 0.01
     retry_min_s: float = 0.2
     retry_max_s: float = 10.0
     prune_every_s: float = 300.0
@@ -45,12 +57,16 @@ class BatchWriter:
     A database that is down is retried with capped backoff, holding the batch (and, through
     the full queue, the broker). A batch the database refuses for its content is split, so
     one bad message is counted and dropped while the rest are stored.
+
+    Each message's broker acknowledgement is sent only after its batch committed: a
+    process killed before that gets the messages again from its persistent session, and
+    the ``(device_id, type, seq)`` key stores a re-sent one once.
     """
 
     def __init__(
         self,
         store: FleetStore,
-        source: queue.Queue[Envelope | ReleaseSeen],
+        source: queue.Queue[Received],
         metrics: FleetMetrics,
         settings: WriterSettings,
         on_alerts: Callable[[list[StoredAlert]], None] | None = None,
@@ -87,7 +103,7 @@ class BatchWriter:
                 self._idle.wait(min(left, 0.05))
         return True
 
-    def _take(self) -> list[Envelope | ReleaseSeen]:
+    def _take(self) -> list[Received]:
         try:
             first = self.source.get(timeout=0.2)
         except queue.Empty:
@@ -97,8 +113,11 @@ class BatchWriter:
         items = [first]
         deadline = time.monotonic() + self.settings.linger_s
         while len(items) < self.settings.batch_max:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                items.append(self.source.get(timeout=max(0.0, deadline - time.monotonic())))
+                items.append(self.source.get(timeout=min(left, self.settings.idle_gap_s)))
             except queue.Empty:
                 break
         return items
@@ -107,36 +126,53 @@ class BatchWriter:
         while not (self._stop.is_set() and self.source.empty()):
             items = self._take()
             if items:
+                stored = False
                 try:
-                    self._write(items)
+                    stored = self._write([r.item for r in items])
                 except Exception:  # supervisor loop: the writer thread must survive
                     log.exception("batch of %s messages could not be written", len(items))
+                    self.metrics.inc(
+                        "fleet_messages_rejected_total", len(items), reason="write_failed"
+                    )
+                    stored = True  # acknowledged: a batch that fails this way would again
+                if stored:
+                    for received in items:
+                        if received.ack is not None:
+                            received.ack()
             with self._idle:
                 self._busy = False
                 self._idle.notify_all()
             self._maybe_prune()
 
-    def _write(self, items: list[Envelope | ReleaseSeen]) -> None:
+    def _write(self, items: list[Envelope | ReleaseSeen]) -> bool:
+        """Store the batch; False when it was given up at shutdown (not acknowledged, so
+        the broker sends it again to the next instance that takes the session)."""
         envelopes = [i for i in items if isinstance(i, Envelope)]
-        for item in items:
-            if isinstance(item, ReleaseSeen):
-                self._retrying(self._release_writer(item))
+        releases = [i for i in items if isinstance(i, ReleaseSeen)]
+        for seen in releases:
+            if self._retrying(self._release_writer(seen)) is None:
+                return False
         if not envelopes:
-            return
+            return True
         started = time.perf_counter()
         result = self._retrying(lambda: self._ingest_splitting(envelopes))
         self.metrics.inc("fleet_batch_write_seconds_total", time.perf_counter() - started)
         self.metrics.inc("fleet_batches_written_total")
         if result is None:
-            return
+            return False
         for kind, n in result.stored.items():
             self.metrics.inc("fleet_messages_stored_total", n, type=kind)
         self.metrics.inc("fleet_messages_duplicate_total", result.duplicates)
         if result.alerts and self.on_alerts is not None:
             self.on_alerts(result.alerts)
+        return True
 
-    def _release_writer(self, seen: ReleaseSeen) -> Callable[[], None]:
-        return lambda: self.store.record_release(seen.manifest, seen.seen_at)
+    def _release_writer(self, seen: ReleaseSeen) -> Callable[[], bool]:
+        def write() -> bool:
+            self.store.record_release(seen.manifest, seen.seen_at)
+            return True
+
+        return write
 
     def _ingest_splitting(self, batch: list[Envelope]) -> IngestResult:
         try:

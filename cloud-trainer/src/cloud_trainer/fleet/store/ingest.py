@@ -171,6 +171,16 @@ def _set_model(conn: Connection, device_id: str, seq: int, name: str, version: i
 
 def _apply_status(conn: Connection, msg: StatusMessage) -> None:
     d = t.devices.c
+    if msg.last_will:
+        # The broker published the device's Last Will: its session ended after every status
+        # it sent, whatever the seq (reserved when the session began). Keep status_seq, so
+        # the next session's first status (a higher seq) still applies.
+        conn.execute(
+            update(t.devices)
+            .where(d.device_id == msg.device_id)
+            .values(state=msg.state, status_detail=msg.detail)
+        )
+        return
     values: dict[str, Any] = {
         "state": msg.state,
         "status_seq": msg.seq,
