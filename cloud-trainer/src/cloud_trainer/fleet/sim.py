@@ -198,7 +198,12 @@ class SimulatedFleet:
     def start(self) -> None:
         for device in self.devices.values():
             offline = StatusMessage(
-                device_id=device.device_id, ts=utc_now(), seq=0, state="offline", site=device.site
+                device_id=device.device_id,
+                ts=utc_now(),
+                seq=0,
+                state="offline",
+                site=device.site,
+                last_will=True,
             )
             status_topic = self.tree.device(device.site, device.device_id, Channel.STATUS)
             link = MqttLink(
