@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.features.image_header import ImageHeaderError, read_header
+
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 32
@@ -119,7 +121,20 @@ def decode_image(data: bytes, suffix: str = "") -> tuple[npt.NDArray[np.uint8], 
         conversions.append(f"{fmt}-named-{claimed}")
     if _truncated(data, fmt):
         raise ImageRejected("truncated", f"{fmt} data ends before its end marker")
-    image: Any = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # The size comes from the header before decoding: a file of a few hundred bytes can
+    # claim a frame of gigabytes, and the decoder would allocate it all.
+    try:
+        header = read_header(data)
+    except ImageHeaderError as e:
+        raise ImageRejected("corrupt", f"{fmt} header: {e}") from e
+    if header.pixels > MAX_PIXELS:
+        raise ImageRejected(
+            "too-large", f"{header.width}x{header.height} exceeds {MAX_PIXELS} pixels"
+        )
+    try:
+        image: Any = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # OpenCV's own size limits
+        raise ImageRejected("corrupt", f"OpenCV refused this {fmt} data") from e
     if image is None or image.size == 0:
         raise ImageRejected("corrupt", f"OpenCV cannot decode this {fmt} data")
     h, w = image.shape[:2]

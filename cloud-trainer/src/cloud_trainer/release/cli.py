@@ -6,6 +6,7 @@ import argparse
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -360,7 +361,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
                 device_id=device,
                 ts=utc_now(),
                 seq=int(time.time() * 1000) + seq,
-                cmd_id=f"{action}-{device}-{int(time.time())}",
+                cmd_id=f"{action}-{device}-{uuid.uuid4().hex[:12]}",
                 action=action,
                 args={} if args.version is None else {"version": args.version},
                 issued_by="cloud",

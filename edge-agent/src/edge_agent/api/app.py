@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,12 @@ from pydantic import ValidationError
 
 from edge_agent import __version__
 from edge_agent.api.metrics import render_metrics
+from edge_agent.features.image_header import (
+    ImageHeaderError,
+    ImageTooLarge,
+    check_image_size,
+    pixel_limit,
+)
 from edge_agent.inference import InputError, OutputError
 from edge_agent.protocol.messages import Command, utc_now
 from edge_agent.sources import Sample
@@ -25,7 +30,18 @@ from edge_agent.sources import Sample
 if TYPE_CHECKING:
     from edge_agent.runtime.agent import EdgeAgent
 
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/bmp", "image/webp", "application/octet-stream")
+IMAGE_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/bmp",
+    "image/webp",
+    "image/gif",
+    "application/octet-stream",
+)
+# What a camera or an operator sends; TIFF and the rarer formats OpenCV reads are refused
+# before any decoder sees them.
+IMAGE_FORMATS = frozenset({"jpeg", "png", "bmp", "webp", "gif"})
+_FORMAT_NAMES = "JPEG, PNG, BMP, WebP, GIF"
 
 
 class _TooLarge(Exception):
@@ -44,12 +60,22 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _decode_image(body: bytes) -> np.ndarray[Any, np.dtype[np.uint8]]:
+def _decode_image(body: bytes, max_pixels: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """Size read from the header first: a bomb of a few hundred bytes can claim gigabytes."""
     if not body:
         raise HTTPException(400, "empty body: send an image (JPEG, PNG) or a JSON feature row")
-    frame = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        check_image_size(body, max_pixels, IMAGE_FORMATS)
+    except ImageTooLarge as e:
+        raise HTTPException(413, f"{e}: send a smaller image") from e
+    except ImageHeaderError as e:
+        raise HTTPException(400, f"body is not a decodable image ({_FORMAT_NAMES}): {e}") from e
+    try:
+        frame = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OpenCV's own limits (OPENCV_IO_MAX_IMAGE_PIXELS) refuse it
+        raise HTTPException(400, f"body is not a decodable image ({_FORMAT_NAMES})") from e
     if frame is None or frame.ndim != 3:
-        raise HTTPException(400, "body is not a decodable image (JPEG, PNG, BMP, WebP)")
+        raise HTTPException(400, f"body is not a decodable image ({_FORMAT_NAMES})")
     return frame.astype(np.uint8, copy=False)
 
 
@@ -73,7 +99,14 @@ def create_app(
     token: str | None,
     max_request_bytes: int = 8 * 1024 * 1024,
     max_concurrent_predict: int = 2,
+    max_image_pixels: int | None = None,
 ) -> FastAPI:
+    """``max_image_pixels`` defaults to the agent's ``api.max_image_megapixels``."""
+    image_pixels = (
+        max_image_pixels
+        if max_image_pixels is not None
+        else pixel_limit(agent.config.api.max_image_megapixels)
+    )
     app = FastAPI(title="edge-agent local API", version=__version__, docs_url=None, redoc_url=None)
     predict_gate = threading.BoundedSemaphore(max_concurrent_predict)
 
@@ -146,7 +179,7 @@ def create_app(
             if content_type == "application/json":
                 sample = Sample(ts=ts, input_id=input_id, features=_feature_row(body))
             elif content_type in IMAGE_TYPES:
-                frame = await run_in_threadpool(_decode_image, body)
+                frame = await run_in_threadpool(_decode_image, body, image_pixels)
                 sample = Sample(ts=ts, input_id=input_id, frame=frame)
             else:
                 raise HTTPException(
@@ -184,12 +217,15 @@ def create_app(
             raise HTTPException(413, "command arguments larger than 64 KiB") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise HTTPException(400, f"arguments are not valid JSON: {e}") from e
+        # A client retrying after a timeout sends the same Idempotency-Key: the command
+        # runs once and the retry gets its outcome again.
+        key = request.headers.get("idempotency-key") or uuid.uuid4().hex
         try:
             cmd = Command(
                 device_id=agent.config.device_id,
                 ts=utc_now(),
                 seq=0,
-                cmd_id=f"local-{int(time.time() * 1000)}",
+                cmd_id=f"local-{key}",
                 action=action,
                 args=args,
                 issued_by="local-api",

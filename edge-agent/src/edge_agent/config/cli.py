@@ -1,4 +1,4 @@
-"""``edge-agent validate-config FILE...``: 0 when every file is valid, 2 when any is not."""
+"""``edge-agent validate-config [--check-files] FILE...``: 0 when all are valid, 2 if any not."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ def register(subparsers: Any) -> None:
         "validate-config", help="check device YAML files against the config models"
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument(
+        "--check-files",
+        action="store_true",
+        help="also check that the files the config names exist (model, CSV, video, keys, "
+        "CA); run it on the device, where the paths are real",
+    )
     parser.set_defaults(func=validate_config)
     reference = subparsers.add_parser(
         "config-reference", help="print the device config reference (Markdown)"
@@ -29,13 +35,19 @@ def print_reference(args: argparse.Namespace) -> int:
 
 def validate_config(args: argparse.Namespace) -> int:
     bad = 0
+    files = (
+        "files checked"
+        if args.check_files
+        else "files not checked; run with --check-files or `edge-agent doctor`"
+    )
     for path in args.files:
         try:
-            config = load_config(path)
+            config = load_config(path, check_files=args.check_files)
         except ConfigError as e:
             bad += 1
             for issue in e.issues:
                 print(issue)  # noqa: T201 - CLI output
             continue
-        print(f"{path}: ok ({config.kind.value} {config.site}/{config.device_id})")  # noqa: T201
+        who = f"{config.kind.value} {config.site}/{config.device_id}"
+        print(f"{path}: ok ({who}); {files}")  # noqa: T201 - CLI output
     return 2 if bad else 0

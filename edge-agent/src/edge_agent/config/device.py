@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from edge_agent.config.base import ConfigModel
 from edge_agent.drift.config import DriftConfig
+from edge_agent.features.image_header import DEFAULT_MAX_MEGAPIXELS, MAX_CONFIGURABLE_MEGAPIXELS
 from edge_agent.protocol.messages import DeviceKind, Ident
 from edge_agent.protocol.topics import DEFAULT_ROOT
 from edge_agent.sources import SourceConfig
@@ -248,6 +249,15 @@ class ApiConfig(ConfigModel):
         le=64,
         title="Concurrent /predict",
         description="Requests served at once; more get 503 with Retry-After.",
+    )
+    max_image_megapixels: float = Field(
+        default=DEFAULT_MAX_MEGAPIXELS,
+        gt=0,
+        le=MAX_CONFIGURABLE_MEGAPIXELS,
+        title="Image cap (MP)",
+        description="Largest image /predict decodes, read from its header before decoding "
+        "(413 beyond). The default takes a 6000x4000 still camera, or a 4K frame (8.3 MP) "
+        "with room to spare.",
     )
 
     @model_validator(mode="before")

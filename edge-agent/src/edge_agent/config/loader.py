@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edge_agent.config.device import DeviceConfig
+from edge_agent.config.files import path_problem, required_paths
 
 Loc = tuple[str | int, ...]
 Origins = dict[Loc, tuple[str, int]]
@@ -222,18 +223,21 @@ def _fields_at(root: type[BaseModel], loc: Loc) -> list[str]:
     return sorted({name for model in _models_in(current) for name in model.model_fields})
 
 
+def _origin(origins: Origins, path: Loc, fallback_file: str) -> tuple[str, int | None]:
+    """File and line of ``path``, or of its nearest parent written in the YAML."""
+    probe = path
+    while True:
+        if probe in origins:
+            return origins[probe]
+        if not probe:
+            return fallback_file, None
+        probe = probe[:-1]
+
+
 def _issue(data: dict[str, Any], origins: Origins, error: Any, fallback_file: str) -> ConfigIssue:
     loc: Loc = tuple(error["loc"])
     path = _real_path(data, loc)
-    probe = path
-    file, line = fallback_file, None
-    while True:
-        if probe in origins:
-            file, line = origins[probe]
-            break
-        if not probe:
-            break
-        probe = probe[:-1]
+    file, line = _origin(origins, path, fallback_file)
     message = str(error["msg"]).removeprefix("Value error, ")
     value = "—" if error["type"] == "missing" else _show(error.get("input"), path)
     if error["type"] == "extra_forbidden" and path and isinstance(path[-1], str):
@@ -255,8 +259,28 @@ def validate_document(data: dict[str, Any], origins: Origins, file: str) -> Devi
         ) from e
 
 
-def load_config(path: Path) -> DeviceConfig:
-    """Read, merge and validate one device YAML; ConfigError lists every problem."""
+def missing_files(config: DeviceConfig, origins: Origins, file: str) -> list[ConfigIssue]:
+    """One issue per file, device or folder the config names that is not there."""
+    issues = []
+    for required in required_paths(config):
+        problem = path_problem(required)
+        if problem is not None:
+            where, line = _origin(origins, required.loc, file)
+            value = _show(str(required.path), required.loc)
+            issues.append(ConfigIssue(where, line, _dotted(required.loc), value, problem))
+    return issues
+
+
+def load_config(path: Path, *, check_files: bool = False) -> DeviceConfig:
+    """Read, merge and validate one device YAML; ConfigError lists every problem.
+
+    With ``check_files`` the files it names (model, CSV, video, keys, CA) must exist too.
+    """
     path = Path(path)
     data, origins = load_document(path)
-    return validate_document(data, origins, str(path))
+    config = validate_document(data, origins, str(path))
+    if check_files:
+        issues = missing_files(config, origins, str(path))
+        if issues:
+            raise ConfigError(issues)
+    return config

@@ -93,7 +93,9 @@ class EdgeAgent:
             synchronous=config.limits.outbox_sync,
         )
         self.host = HostSampler(config.limits.outbox_path.parent)
-        self.router = CommandRouter(config.device_id)
+        self.router = CommandRouter(
+            config.device_id, config.limits.outbox_path.with_suffix(".commands.json")
+        )
         self.supervisor = Supervisor()
         self.started_at = time.monotonic()
         self.state = "starting"

@@ -16,6 +16,11 @@ import numpy.typing as npt
 from pydantic import Field
 
 from edge_agent.config.base import ConfigModel
+from edge_agent.features.image_header import (
+    DEFAULT_MAX_MEGAPIXELS,
+    MAX_CONFIGURABLE_MEGAPIXELS,
+    pixel_limit,
+)
 from edge_agent.sources.backoff import ReconnectBackoff
 from edge_agent.sources.motion import MotionGate, MotionGateConfig
 from edge_agent.sources.sample import Sample, SourceClosed
@@ -86,6 +91,16 @@ class CameraSourceConfig(ConfigModel):
         title="Motion gate",
         description="Skip inference on still scenes.",
     )
+    max_megapixels: float = Field(
+        default=DEFAULT_MAX_MEGAPIXELS,
+        gt=0,
+        le=MAX_CONFIGURABLE_MEGAPIXELS,
+        title="Frame cap (MP)",
+        description="A stream announcing larger frames is not opened, and a larger frame "
+        "is dropped (oversized_frame): a misconfigured or hostile camera cannot make the "
+        "agent hold gigabyte frames. The default takes a 4K camera (8.3 MP) with room to "
+        "spare; an 8K one (33 MP) needs it raised.",
+    )
 
 
 def _valid_frame(frame: Any) -> TypeGuard[npt.NDArray[np.uint8]]:
@@ -126,6 +141,8 @@ class CameraSource:
         self._pending: tuple[float, Sample] | None = None
         self._looping = False
         self._segment_frames = 0
+        self._max_pixels = pixel_limit(config.max_megapixels)
+        self._oversize_logged = False
 
     # -- opening -------------------------------------------------------------------------
 
@@ -141,6 +158,22 @@ class CameraSource:
             cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
+            return None
+        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > self._max_pixels:  # 0x0 when the stream does not say: read on
+            cap.release()
+            self.counters["oversized_stream"] += 1
+            log.error(
+                "camera %s: %s sends %dx%d frames (%.1f MP), over max_megapixels %.1f: "
+                "not reading it",
+                self.name,
+                masked_uri(uri),
+                width,
+                height,
+                width * height / 1e6,
+                self.config.max_megapixels,
+            )
             return None
         return cap
 
@@ -179,6 +212,7 @@ class CameraSource:
         self._last_t = None
         self._next_due = None
         self._anchor = None
+        self._oversize_logged = False
         if self._gate is not None:
             self._gate.reset()
 
@@ -245,6 +279,9 @@ class CameraSource:
         if not ok or not _valid_frame(frame):
             self.counters["undecodable_frame"] += 1
             return None
+        if frame.shape[0] * frame.shape[1] > self._max_pixels:
+            self._oversized(frame.shape[1], frame.shape[0])
+            return None
         if self._gate is not None and self._gate.is_still(frame, t):
             self.counters["motion_skipped"] += 1
             return None
@@ -255,6 +292,19 @@ class CameraSource:
                 self._anchor = time.monotonic() - t
             self._pending = (self._anchor + t, sample)
         return sample
+
+    def _oversized(self, width: int, height: int) -> None:
+        self.counters["oversized_frame"] += 1
+        if not self._oversize_logged:  # once per connection, not once per frame
+            self._oversize_logged = True
+            log.error(
+                "camera %s: dropping %dx%d frames (%.1f MP), over max_megapixels %.1f",
+                self.name,
+                width,
+                height,
+                width * height / 1e6,
+                self.config.max_megapixels,
+            )
 
     def _due(self, t: float) -> bool:
         """Take the frame nearest each due time: the rate holds on average, whatever the
