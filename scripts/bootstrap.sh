@@ -47,6 +47,43 @@ ensure_chromium() {
   apt_install chromium
 }
 
+ensure_promtool() {
+  # promtool (Debian's prometheus package) lints the agent's and the fleet's /metrics in the tests.
+  command -v promtool >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    say "promtool is missing: the /metrics lint tests will fail" \
+      "(sudo apt-get install --no-install-recommends prometheus)"
+    return 0
+  fi
+  # Only the tool is wanted: no exporters (recommends), and no Prometheus server left on :9090.
+  # A policy-rc.d answering 101 keeps the package's scripts from starting the service; one that
+  # is there already (Debian's container images ship one) is left as it is.
+  local policy=/usr/sbin/policy-rc.d placed="" apt_conf rc=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && placed=1
+  fi
+  apt_conf="$(mktemp)"
+  echo 'APT::Install-Recommends "false";' >"$apt_conf"
+  (APT_CONFIG="$apt_conf" apt_install prometheus) || rc=$?
+  rm -f "$apt_conf"
+  if [ -n "$placed" ]; then rm -f "$policy"; fi
+  [ "$rc" -eq 0 ] || die "could not install promtool (apt-get install prometheus)"
+  # Where the service started anyway (systemd ignoring policy-rc.d), stop it and keep it off:
+  # promtool came with the package just now, so any Prometheus running from it is the package's.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  local exe
+  for exe in /proc/[0-9]*/exe; do
+    if [ "$(readlink "$exe" 2>/dev/null)" = /usr/bin/prometheus ]; then
+      exe="${exe#/proc/}"
+      say "stopping the Prometheus server the package started (pid ${exe%/exe})"
+      kill "${exe%/exe}" 2>/dev/null || true
+    fi
+  done
+  command -v promtool >/dev/null 2>&1 || die "the prometheus package installed no promtool"
+}
+
 lock_hash() {
   cat "$@" | { sha256sum 2>/dev/null || shasum -a 256; } | cut -c1-16
 }

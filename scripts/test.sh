@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything (pinned venvs, Mosquitto) and runs format check, lint, types and all tests.
+# Installs everything (pinned venvs, Mosquitto, Chromium, promtool) and runs format check, lint,
+# types and all tests.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k protocol -x
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
@@ -7,6 +8,7 @@ cd "$ROOT"
 
 ensure_mosquitto
 ensure_chromium
+ensure_promtool
 VENV="$(dev_venv)"
 EDGE_VENV="$(edge_venv)"
 export EDGE_VENV

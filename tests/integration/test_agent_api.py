@@ -46,8 +46,8 @@ def test_health_ready_model_metrics(served):
     httpx.post(f"{url}/predict", content=_jpeg(red_frame()), headers={"content-type": "image/jpeg"})
     metrics = httpx.get(f"{url}/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert "# TYPE edge_inference_latency_ms gauge" in metrics.text
-    assert 'edge_inference_latency_ms{model="catdog"' in metrics.text
+    assert "# TYPE edge_inference_latency_seconds summary" in metrics.text
+    assert 'edge_inference_latency_seconds_count{model="catdog"' in metrics.text
     assert "edge_broker_connected 0" in metrics.text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,6 +30,18 @@ _HELP = {
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    """Exact for counts (``%g`` would round 1234567 to 1.23457e+06 and stall ``rate()``),
+    shortest round-trip otherwise, ``NaN``/``+Inf``/``-Inf`` as the text format spells them."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
 
 
 class FleetMetrics:
@@ -63,8 +76,9 @@ class FleetMetrics:
             lines += [f"# HELP {name} {_HELP.get(name, name)}", f"# TYPE {name} counter"]
             for labels, amount in sorted(snapshot[name].items()):
                 text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{name}{{{text}}} {amount:g}" if text else f"{name} {amount:g}")
+                number = _number(amount)
+                lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
         for name in sorted(self._gauges):
             lines += [f"# HELP {name} {_HELP.get(name, name)}", f"# TYPE {name} gauge"]
-            lines.append(f"{name} {float(self._gauges[name]()):g}")
+            lines.append(f"{name} {_number(float(self._gauges[name]()))}")
         return "\n".join(lines) + "\n"

@@ -12,13 +12,18 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class LatencySnapshot:
-    """One consistent reading of the statistics; ``fps`` is over the last ``window_s``."""
+    """One consistent reading of the statistics; ``fps`` is over the last ``window_s``.
+
+    ``count`` and ``total_ms`` cover every call ever recorded (a Prometheus summary's
+    ``_count`` and ``_sum``); the percentiles cover the ring only.
+    """
 
     count: int
     p50_ms: float
     p95_ms: float
     fps: float
     window_s: float
+    total_ms: float
 
 
 class LatencyStats:
@@ -38,6 +43,7 @@ class LatencyStats:
         self._lock = threading.Lock()
         self._ring: deque[tuple[float, float]] = deque(maxlen=capacity)
         self._count = 0
+        self._total_ms = 0.0
         self._first: float | None = None
 
     def record(self, latency_ms: float, at: float | None = None) -> None:
@@ -45,6 +51,7 @@ class LatencyStats:
         with self._lock:
             self._ring.append((stamp, float(latency_ms)))
             self._count += 1
+            self._total_ms += float(latency_ms)
             if self._first is None:
                 self._first = stamp
 
@@ -58,15 +65,16 @@ class LatencyStats:
         with self._lock:
             items = list(self._ring)
             count = self._count
+            total_ms = self._total_ms
             first = self._first
         if not items or first is None:
-            return LatencySnapshot(count, 0.0, 0.0, 0.0, self.window_s)
+            return LatencySnapshot(count, 0.0, 0.0, 0.0, self.window_s, total_ms)
         values = np.fromiter((ms for _t, ms in items), dtype=np.float64, count=len(items))
         p50, p95 = np.percentile(values, [50, 95])
         since = current - self.window_s
         recent = [t for t, _ms in items if t >= since]
         fps = self._rate(recent, first, current)
-        return LatencySnapshot(count, float(p50), float(p95), fps, self.window_s)
+        return LatencySnapshot(count, float(p50), float(p95), fps, self.window_s, total_ms)
 
     def _rate(self, recent: list[float], first: float, now: float) -> float:
         # A young process has not lived a whole window yet; and a ring full inside the window

@@ -8,6 +8,7 @@ from cloud_trainer.fleet.api.deps import FleetContext
 from cloud_trainer.fleet.api.fleet_routes import router as fleet_router
 from cloud_trainer.fleet.api.guards import RequestGuard
 from cloud_trainer.fleet.api.ops_routes import router as ops_router
+from cloud_trainer.fleet.api.responses import method_not_allowed
 
 # Multipart framing around a sample: boundaries and the provenance fields.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -20,6 +21,7 @@ def create_app(context: FleetContext) -> FastAPI:
         version="1",
     )
     app.state.fleet = context
+    app.add_exception_handler(405, method_not_allowed)
     app.include_router(fleet_router)
     app.include_router(ops_router)
     from cloud_trainer.fleet.web import mount_dashboard  # web builds on api.deps: import late

@@ -10,6 +10,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_trainer.fleet.api.deps import Caller, Context
+from cloud_trainer.fleet.api.responses import refusals
 from cloud_trainer.fleet.store import queries
 from edge_agent.protocol import DeviceKind
 from edge_agent.protocol.topics import IDENT_PATTERN
@@ -35,24 +36,63 @@ class DeviceRegistration(BaseModel):
     model_name: str | None = Field(default=None, pattern=IDENT_PATTERN)
 
 
-@router.get("/devices")
+class DeviceList(BaseModel):
+    devices: list[dict[str, Any]]
+    count: int
+    now: float = Field(description="The service's clock, so a page can age last_seen.")
+
+
+class Registration(BaseModel):
+    device: dict[str, Any] | None
+    created: bool
+    by: str = Field(description="Who registered it (the token's owner).")
+
+
+class AlertList(BaseModel):
+    alerts: list[dict[str, Any]]
+    count: int
+
+
+class AlertAcknowledged(BaseModel):
+    alert_id: int
+    acknowledged_by: str
+
+
+class ReleaseList(BaseModel):
+    releases: list[dict[str, Any]]
+    count: int
+
+
+class PolicyActionList(BaseModel):
+    actions: list[dict[str, Any]]
+    count: int
+
+
+@router.get("/devices", responses=refusals(503))
 def list_devices(
     context: Context,
     site: IdentQuery = None,
     kind: DeviceKind | None = None,
     model: IdentQuery = None,
     online: bool | None = None,
-) -> dict[str, Any]:
+) -> DeviceList:
     devices = context.store.devices(
         site=site, kind=None if kind is None else kind.value, model=model, online=online
     )
-    return {"devices": devices, "count": len(devices), "now": time.time()}
+    return DeviceList(devices=devices, count=len(devices), now=time.time())
 
 
-@router.post("/devices", status_code=201)
+@router.post(
+    "/devices",
+    status_code=201,
+    responses={
+        200: {"model": Registration, "description": "Registered already: nothing changed."},
+        **refusals(400, 401, 413, 503),
+    },
+)
 def register_device(
     body: DeviceRegistration, context: Context, caller: Caller, response: Response
-) -> dict[str, Any]:
+) -> Registration:
     created = context.store.register_device(
         body.device_id,
         body.site,
@@ -62,10 +102,10 @@ def register_device(
     )
     if not created:
         response.status_code = 200
-    return {"device": context.store.device(body.device_id), "created": created, "by": caller}
+    return Registration(device=context.store.device(body.device_id), created=created, by=caller)
 
 
-@router.get("/devices/{device_id}")
+@router.get("/devices/{device_id}", responses=refusals(404, 503))
 def device_detail(
     device_id: str,
     context: Context,
@@ -93,38 +133,38 @@ def device_detail(
     return context.store.read(read)
 
 
-@router.get("/alerts")
+@router.get("/alerts", responses=refusals(503))
 def list_alerts(
     context: Context,
     device: IdentQuery = None,
     model: IdentQuery = None,
     unacknowledged: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> dict[str, Any]:
+) -> AlertList:
     alerts = context.store.read(
         lambda c: queries.list_alerts(
             c, device_id=device, model=model, unacknowledged=unacknowledged, limit=limit
         )
     )
-    return {"alerts": alerts, "count": len(alerts)}
+    return AlertList(alerts=alerts, count=len(alerts))
 
 
-@router.post("/alerts/{alert_id}/ack")
-def acknowledge_alert(alert_id: AlertId, context: Context, caller: Caller) -> dict[str, Any]:
+@router.post("/alerts/{alert_id}/ack", responses=refusals(401, 404, 409, 503))
+def acknowledge_alert(alert_id: AlertId, context: Context, caller: Caller) -> AlertAcknowledged:
     if context.store.acknowledge_alert(alert_id, caller):
-        return {"alert_id": alert_id, "acknowledged_by": caller}
+        return AlertAcknowledged(alert_id=alert_id, acknowledged_by=caller)
     if context.store.read(lambda c: queries.get_alert(c, alert_id)) is None:
         raise HTTPException(404, f"no alert {alert_id}")
     raise HTTPException(409, f"alert {alert_id} was acknowledged already")
 
 
-@router.get("/releases")
-def list_releases(context: Context, model: IdentQuery = None) -> dict[str, Any]:
+@router.get("/releases", responses=refusals(503))
+def list_releases(context: Context, model: IdentQuery = None) -> ReleaseList:
     releases = context.store.read(lambda c: queries.list_releases(c, model))
-    return {"releases": releases, "count": len(releases)}
+    return ReleaseList(releases=releases, count=len(releases))
 
 
-@router.get("/releases/{release_id}")
+@router.get("/releases/{release_id}", responses=refusals(404, 503))
 def release_detail(release_id: str, context: Context) -> dict[str, Any]:
     release = context.store.read(lambda c: queries.get_release(c, release_id))
     if release is None:
@@ -132,7 +172,7 @@ def release_detail(release_id: str, context: Context) -> dict[str, Any]:
     return release
 
 
-@router.get("/policy/actions")
-def policy_actions(context: Context, model: IdentQuery = None) -> dict[str, Any]:
+@router.get("/policy/actions", responses=refusals(503))
+def policy_actions(context: Context, model: IdentQuery = None) -> PolicyActionList:
     actions = context.store.read(lambda c: queries.list_policy_actions(c, model))
-    return {"actions": actions, "count": len(actions)}
+    return PolicyActionList(actions=actions, count=len(actions))

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_trainer.fleet.api.deps import Caller, FleetContext
+from cloud_trainer.fleet.api.responses import refusals
 from cloud_trainer.fleet.store import queries
 from cloud_trainer.governance.errors import GovernanceError, LabellingError, VersionNotFoundError
 from cloud_trainer.governance.labelling.queue import LabelQueue
@@ -30,6 +31,8 @@ ModelName = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}
 VersionNumber = Annotated[int, PathParam(ge=1)]
 # Row ids fit a signed 64-bit column: a larger number is a 422, not a database overflow.
 RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+# The image types an upload may have (see ``api.sample_files``): what the labelling page shows.
+IMAGE_TYPES = ("image/jpeg", "image/png")
 
 
 class LabelRequest(BaseModel):
@@ -94,7 +97,11 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
     queue = LabelQueue(context.store)
     samples_dir = Path(context.settings.samples_dir)
 
-    @router.get("/governance/models/{model}/versions/{version}/report")
+    @router.get(
+        "/governance/models/{model}/versions/{version}/report",
+        response_class=HTMLResponse,
+        responses=refusals(404, 502, 503, beside=HTMLResponse.media_type),
+    )
     def report(model: ModelName, version: VersionNumber) -> HTMLResponse:
         from cloud_trainer.governance.report.build import render_report
 
@@ -106,7 +113,10 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
                 raise _http(e) from e
         return HTMLResponse(text, headers=REPORT_HEADERS)
 
-    @router.get("/governance/models/{model}/versions/{version}/analysis")
+    @router.get(
+        "/governance/models/{model}/versions/{version}/analysis",
+        responses=refusals(404, 502, 503),
+    )
     def analysis(model: ModelName, version: VersionNumber) -> dict[str, Any]:
         from cloud_trainer.governance.analysis import stored_analysis
         from cloud_trainer.governance.registry_facts import load_version
@@ -121,7 +131,7 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
             raise HTTPException(404, f"{model} v{version} has not been analysed")
         return found.model_dump(mode="json")
 
-    @router.get("/governance/alerts/{alert_id}/importance")
+    @router.get("/governance/alerts/{alert_id}/importance", responses=refusals(404, 502, 503))
     def alert_importance(alert_id: RowId) -> dict[str, Any]:
         """The alert's drifting features beside the model's importance of each."""
         from cloud_trainer.governance.analysis import stored_analysis
@@ -160,7 +170,10 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
             "features": rows,
         }
 
-    @router.post("/governance/models/{model}/versions/{version}/explain")
+    @router.post(
+        "/governance/models/{model}/versions/{version}/explain",
+        responses=refusals(400, 404, 413, 422, 502, 503),
+    )
     def explain(model: ModelName, version: VersionNumber, body: ExplainRequest) -> dict[str, Any]:
         """One forecast explained on request: each feature set back to its training mean."""
         from cloud_trainer.governance.explain.local import ExplainInputError, explain_file
@@ -177,7 +190,7 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
         except GovernanceError as e:
             raise HTTPException(422, f"{model} v{version}: {e}") from e
 
-    @router.get("/labelling/queue")
+    @router.get("/labelling/queue", responses=refusals(503))
     def labelling_queue(
         limit: Annotated[int, Query(ge=1, le=500)] = 50, model: str | None = None
     ) -> dict[str, Any]:
@@ -187,7 +200,17 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
             row["image_url"] = f"/api/labelling/samples/{row['id']}/image"
         return {"samples": pending, "counts": queue.counts()}
 
-    @router.get("/labelling/samples/{sample_id}/image")
+    @router.get(
+        "/labelling/samples/{sample_id}/image",
+        response_class=FileResponse,
+        responses={
+            200: {
+                "description": "The sample's image, as it was uploaded.",
+                "content": {t: {"schema": {"type": "string"}} for t in IMAGE_TYPES},
+            },
+            **refusals(404, 410, 415, 503),
+        },
+    )
     def labelling_image(sample_id: RowId) -> FileResponse:
         try:
             path, content_type = queue.image_path(sample_id, samples_dir)
@@ -195,11 +218,15 @@ def build_governance_router(context: FleetContext, registry: str | None = None) 
             raise _http(e) from e
         return FileResponse(path, media_type=content_type, headers={"Cache-Control": "private"})
 
-    @router.post("/labelling/samples/{sample_id}")
+    @router.post("/labelling/samples/{sample_id}", responses=refusals(400, 401, 404, 409, 413, 503))
     def label_sample(sample_id: RowId, body: LabelRequest, caller: Caller) -> dict[str, Any]:
         try:
             return queue.label(sample_id, body.label, caller)
         except LabellingError as e:
+            if e.status_code == 422:
+                # The label was checked by LabelRequest already: what is left is a sample that
+                # is not an image frame, a state of the sample and not a fault of the request.
+                raise HTTPException(409, str(e)) from e
             raise _http(e) from e
 
     return router

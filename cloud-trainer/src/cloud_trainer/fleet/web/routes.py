@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cloud_trainer.fleet.api.deps import Caller, FleetContext
+from cloud_trainer.fleet.api.responses import refusals
 from cloud_trainer.fleet.web.governance_routes import build_governance_router
 from cloud_trainer.fleet.web.live import LiveFeed
 from cloud_trainer.fleet.web.release_actions import ReleaseActionError, ReleaseActions
@@ -58,43 +59,83 @@ class RollbackRequest(BaseModel):
     to_version: int = Field(ge=0, description="Earlier version to release again.")
 
 
-def _summary(manifest: ReleaseManifest) -> dict[str, Any]:
-    return {
-        "release_id": manifest.release_id,
-        "model": manifest.model,
-        "version": manifest.version,
-        "wave": manifest.rollout.wave,
-        "percent": manifest.rollout.percent,
-        "allow_downgrade": manifest.allow_downgrade,
-    }
+class Capabilities(BaseModel):
+    release_actions: bool = Field(description="Promote and roll back are possible.")
+    commands: bool = Field(description="Commands can be sent to devices.")
+
+
+class SignedIn(BaseModel):
+    name: str = Field(description="The token's owner.")
+
+
+class ReleaseSummary(BaseModel):
+    """The manifest just published."""
+
+    release_id: str
+    model: str
+    version: int
+    wave: int
+    percent: float
+    allow_downgrade: bool
+
+
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+class LiveEvent(BaseModel):
+    """One server-sent event of ``/api/events``: which part of the fleet changed."""
+
+    event: Literal["hello", "devices", "alerts", "releases", "commands", "unavailable"]
+    data: str = Field(description="A JSON object: the changed device ids, the newest alert, ...")
+
+
+def _summary(manifest: ReleaseManifest) -> ReleaseSummary:
+    return ReleaseSummary(
+        release_id=manifest.release_id,
+        model=manifest.model,
+        version=manifest.version,
+        wave=manifest.rollout.wave,
+        percent=manifest.rollout.percent,
+        allow_downgrade=manifest.allow_downgrade,
+    )
 
 
 def build_router(context: FleetContext, actions: ReleaseActions | None) -> APIRouter:
     router = APIRouter(prefix="/api")
     feed = LiveFeed(context.store)
 
-    @router.get("/session")
-    def capabilities() -> dict[str, Any]:
+    @router.get("/session", responses=refusals(503))
+    def capabilities() -> Capabilities:
         """What the page may offer before anyone signs in."""
-        return {
-            "release_actions": actions is not None and actions.enabled,
-            "commands": context.commands is not None,
-        }
+        return Capabilities(
+            release_actions=actions is not None and actions.enabled,
+            commands=context.commands is not None,
+        )
 
-    @router.post("/session")
-    def sign_in(caller: Caller) -> dict[str, Any]:
+    @router.post("/session", responses=refusals(401, 503))
+    def sign_in(caller: Caller) -> SignedIn:
         """Checks a token; the page keeps it in sessionStorage and sends it as a bearer."""
-        return {"name": caller}
+        return SignedIn(name=caller)
 
-    @router.get("/events")
-    async def events(request: Request) -> StreamingResponse:
-        return StreamingResponse(
+    @router.get(
+        "/events",
+        response_class=EventStream,
+        # Before Open API 3.2 a stream's schema describes each of its events.
+        responses={
+            200: {
+                "description": "Server-sent events until the client leaves (or 10 minutes).",
+                "content": {EventStream.media_type: {"schema": LiveEvent.model_json_schema()}},
+            }
+        },
+    )
+    async def events(request: Request) -> EventStream:
+        return EventStream(
             feed.stream(request.is_disconnected),
-            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    def _act(action: Any) -> dict[str, Any]:
+    def _act(action: Any) -> ReleaseSummary:
         if actions is None:
             raise HTTPException(503, "release actions need a broker connection")
         try:
@@ -102,16 +143,19 @@ def build_router(context: FleetContext, actions: ReleaseActions | None) -> APIRo
         except ReleaseActionError as e:
             raise HTTPException(e.status_code, str(e)) from e
 
-    @router.post("/releases/{release_id}/promote", status_code=202)
-    def promote(release_id: str, body: PromoteRequest, caller: Caller) -> Any:
+    # 500 only if a stored manifest no longer validates; 503 without a key or a broker.
+    acted = refusals(400, 401, 404, 409, 413, 500, 503)
+
+    @router.post("/releases/{release_id}/promote", status_code=202, responses=acted)
+    def promote(release_id: str, body: PromoteRequest, caller: Caller) -> ReleaseSummary:
         return _act(lambda a: a.promote(release_id, body.percent, caller))
 
-    @router.post("/models/{model}/rollback", status_code=202)
+    @router.post("/models/{model}/rollback", status_code=202, responses=acted)
     def rollback(
         model: Annotated[str, PathParam(pattern=IDENT_PATTERN)],
         body: RollbackRequest,
         caller: Caller,
-    ) -> Any:
+    ) -> ReleaseSummary:
         return _act(lambda a: a.rollback(model, body.to_version, caller))
 
     return router
