@@ -18,9 +18,9 @@ from cloud_trainer.catdog.ingest import (
     decode_image,
     group_of,
     scan_folder,
-    sniff_format,
 )
 from cloud_trainer.catdog.split import SplitSettings, split_records
+from edge_agent.features.image_header import sniff_format
 
 SAMPLE = sample_path()
 

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.features.image_header import ImageHeaderError, read_header
+from edge_agent.features.image_header import ImageHeaderError, read_header, sniff_format
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +77,6 @@ class DataReport(BaseModel):
     duplicates: int = 0
     problems: list[FileProblem] = Field(default_factory=list)
     data_version: str
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format from the file's first bytes, whatever its name claims."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data.startswith(b"BM"):
-        return "bmp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    return None
 
 
 def _truncated(data: bytes, fmt: str) -> bool:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+
+from edge_agent.api.metrics import sample_value
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -30,18 +31,6 @@ _HELP = {
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    """Exact for counts (``%g`` would round 1234567 to 1.23457e+06 and stall ``rate()``),
-    shortest round-trip otherwise, ``NaN``/``+Inf``/``-Inf`` as the text format spells them."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
 
 
 class FleetMetrics:
@@ -76,9 +65,9 @@ class FleetMetrics:
             lines += [f"# HELP {name} {_HELP.get(name, name)}", f"# TYPE {name} counter"]
             for labels, amount in sorted(snapshot[name].items()):
                 text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                number = _number(amount)
+                number = sample_value(amount)
                 lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
         for name in sorted(self._gauges):
             lines += [f"# HELP {name} {_HELP.get(name, name)}", f"# TYPE {name} gauge"]
-            lines.append(f"{name} {_number(float(self._gauges[name]()))}")
+            lines.append(f"{name} {sample_value(float(self._gauges[name]()))}")
         return "\n".join(lines) + "\n"
