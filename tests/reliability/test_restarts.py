@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -53,6 +54,28 @@ def _wait(check: Callable[[], bool], timeout: float, step: float = 0.05) -> floa
             return time.monotonic() - started
         time.sleep(step)
     return None
+
+
+@dataclass
+class Settled:
+    """What the device committed against what the fleet store holds, once it drained."""
+
+    committed: set[int]
+    stored: set[int]
+    stored_all_s: float | None  # seconds from the drained outbox to all stored
+
+    @property
+    def lost(self) -> list[int]:
+        return sorted(self.committed - self.stored)
+
+
+def _settle(device: DeviceStream, store: FleetStore, timeout: float) -> Settled:
+    """Stop the device, let its outbox drain to the broker, wait until the fleet has it all."""
+    device.pause()
+    assert device.drain(30), f"{device.store.depth} messages still in the outbox"
+    committed = set(device.committed)
+    stored_all = _wait(lambda: _received(store, "cam-01") >= committed, timeout, step=0.1)
+    return Settled(committed, _received(store, "cam-01"), stored_all)
 
 
 def _report(name: str, **figures: object) -> None:
@@ -93,25 +116,22 @@ def test_broker_kill_9_loses_nothing_for_the_fleet(
             persistent_broker.start()
             fleet_back = _wait(lambda: service.consumer.connected, 30)
             time.sleep(2)  # live traffic after the restart
-            device.pause()
-            assert device.drain(30), f"{device.store.depth} messages still in the outbox"
-            committed = set(device.committed)
-            stored_all = _wait(lambda: _received(service.store, "cam-01") >= committed, 30)
-            got = _received(service.store, "cam-01")
+            settled = _settle(device, service.store, 30)
         duplicates = service.metrics.value("fleet_messages_duplicate_total")
     finally:
         service.stop()
-    lost = sorted(committed - got)
     _report(
         "broker kill -9 for 5 s",
-        committed=len(committed),
-        lost=len(lost),
+        committed=len(settled.committed),
+        lost=len(settled.lost),
         duplicates_dropped=duplicates,
         fleet_reconnect_s=fleet_back,
-        all_stored_after_drain_s=stored_all,
+        all_stored_after_drain_s=settled.stored_all_s,
     )
     assert fleet_back is not None, "the fleet did not reconnect"
-    assert lost == [], f"{len(lost)} of {len(committed)} committed messages never stored"
+    assert settled.lost == [], (
+        f"{len(settled.lost)} of {len(settled.committed)} committed messages never stored"
+    )
 
 
 def _fleet_process(workdir: Path, broker: MosquittoBroker, root: str) -> subprocess.Popen[bytes]:
@@ -170,11 +190,7 @@ def test_fleet_service_kill_9_loses_nothing(
                     return len(_received(store, "cam-01")) > n
 
                 assert _wait(grew, 60, 0.1) is not None, "the restarted fleet stores nothing"
-            device.pause()
-            assert device.drain(30)
-            committed = set(device.committed)
-            stored_all = _wait(lambda: _received(store, "cam-01") >= committed, 60, step=0.1)
-            got = _received(store, "cam-01")
+            settled = _settle(device, store, 60)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -182,14 +198,15 @@ def test_fleet_service_kill_9_loses_nothing(
         except subprocess.TimeoutExpired:
             proc.kill()
         store.close()
-    lost = sorted(committed - got)
     _report(
         "fleet service kill -9 twice",
-        committed=len(committed),
-        lost=len(lost),
-        all_stored_after_drain_s=stored_all,
+        committed=len(settled.committed),
+        lost=len(settled.lost),
+        all_stored_after_drain_s=settled.stored_all_s,
     )
-    assert lost == [], f"{len(lost)} of {len(committed)} committed messages never stored"
+    assert settled.lost == [], (
+        f"{len(settled.lost)} of {len(settled.committed)} committed messages never stored"
+    )
 
 
 def _agent_config(tmp_path: Path, port: int, root: str) -> Path:

@@ -146,7 +146,9 @@ def test_a_corrupt_file_is_logged_and_the_agent_starts_empty(
 def test_an_unwritable_history_does_not_stop_commands(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "missing-folder" / "h.json"
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # a file where the history's folder should be (root ignores modes)
+    path = blocker / "h.json"
     handler = Counting()
     router = _router(path, handler)
     with caplog.at_level(logging.ERROR, logger="edge_agent.runtime.command_history"):

@@ -39,7 +39,6 @@ class FleetService:
         self,
         settings: FleetSettings,
         handlers: Mapping[ActionName, ActionHandler] | None = None,
-        instance: str | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = FleetMetrics()
@@ -62,9 +61,7 @@ class FleetService:
             ConsumerSettings(
                 root=settings.root,
                 group=settings.group,
-                client_id=consumer_client_id(
-                    settings.root, settings.group, instance or settings.instance
-                ),
+                client_id=consumer_client_id(settings.root, settings.group, settings.instance),
                 subscription=settings.subscription,
                 release_keys=keys,
             ),

@@ -54,8 +54,8 @@ class MosquittoBroker:
     """A Mosquitto process with its own config in a temporary directory.
 
     Anonymous by default; pass ``extra_config`` lines (password_file, acl_file, TLS
-    listeners) for the secured stack. The queue and size limits are those of the
-    rendered production config (``provision.broker_config.LIMIT_LINES``): a slow or
+    listeners) for the secured stack. The queue and size limits are the constants above,
+    which the rendered production config (``provision.broker_config``) uses too: a slow or
     absent persistent subscriber keeps up to 100,000 messages, and a packet over
     ``max_packet_bytes`` ends its sender's connection before the broker reads it.
     """

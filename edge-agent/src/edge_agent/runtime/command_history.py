@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edge_agent.updater.durable import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -110,25 +110,8 @@ def _load(path: Path) -> list[SeenCommand]:
 
 
 def _save(path: Path, commands: list[SeenCommand]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = _HistoryFile(commands=commands).model_dump_json().encode()
     try:
-        with tmp.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, _HistoryFile(commands=commands).model_dump_json().encode())
     except OSError as e:
         # Commands keep running; only their repeats after a restart go unrecognised.
         log.error("cannot save command history %s: %s", path, e.strerror or e)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

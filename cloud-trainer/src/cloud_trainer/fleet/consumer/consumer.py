@@ -58,7 +58,6 @@ class ConsumerSettings:
     # restarts. shared: $share/{group}/... splits the load, but Mosquitto does not restore
     # shared subscriptions after its own restart (what is sent before we re-subscribe is lost).
     subscription: Subscription = "plain"
-    persistent: bool = True
     queue_max: int = 20_000
     put_timeout_s: float = 5.0
     release_keys: tuple[Ed25519PublicKey, ...] = ()
@@ -88,15 +87,14 @@ class FleetConsumer:
         self.settings = settings or ConsumerSettings()
         self.tree = TopicTree(self.settings.root)
         self.metrics = metrics
-        persistent = self.settings.persistent
-        client_id = self.settings.client_id or (
-            consumer_client_id(self.settings.root, self.settings.group, "a") if persistent else None
+        client_id = self.settings.client_id or consumer_client_id(
+            self.settings.root, self.settings.group, "a"
         )
         self.link = MqttLink(
             endpoint,
             client_id=client_id,
             max_inflight=100,
-            persistent_session=persistent,
+            persistent_session=True,
             manual_ack=True,
         )
         self._queue: queue.Queue[Received] = queue.Queue(self.settings.queue_max)
@@ -111,7 +109,6 @@ class FleetConsumer:
 
     def start(self, timeout: float | None = 10.0) -> None:
         group = self.settings.group
-        persistent = self.settings.persistent
         for channel in CHANNEL_TYPES:
             topic_filter = self.tree.fleet_filter(channel)
             if self.settings.subscription == "shared":
@@ -124,11 +121,10 @@ class FleetConsumer:
         if timeout is not None:
             self._wait_subscribed(timeout)
         log.info(
-            "fleet consumer on %s (%s subscription, session %s%s)",
+            "fleet consumer on %s (%s subscription, persistent session %s)",
             self.tree.root,
             self.settings.subscription,
             self.link.client_id,
-            ", persistent" if persistent else "",
         )
 
     def _wait_subscribed(self, timeout: float) -> None:
@@ -213,5 +209,4 @@ class FleetConsumer:
         try:
             self._queue.put(received, timeout=self.settings.put_timeout_s)
         except queue.Full:
-            assert received.ack is not None
             self._reject("overload", topic, "ingest queue full", received.ack)

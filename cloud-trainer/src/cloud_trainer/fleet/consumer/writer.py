@@ -33,7 +33,7 @@ class Received:
     """One message taken from the broker, with the acknowledgement to send once stored."""
 
     item: Envelope | ReleaseSeen
-    ack: Ack | None = None
+    ack: Ack
 
 
 @dataclass(frozen=True)
@@ -134,11 +134,12 @@ class BatchWriter:
                     self.metrics.inc(
                         "fleet_messages_rejected_total", len(items), reason="write_failed"
                     )
-                    stored = True  # acknowledged: a batch that fails this way would again
+                    # Acknowledged all the same: a batch that broke the code, not the
+                    # database, would break it again each time the broker re-sent it.
+                    stored = True
                 if stored:
                     for received in items:
-                        if received.ack is not None:
-                            received.ack()
+                        received.ack()
             with self._idle:
                 self._busy = False
                 self._idle.notify_all()
