@@ -60,12 +60,19 @@ def test_slow_live_latency_fails() -> None:
     assert verdict.outcome is Outcome.FAILED and "p95 latency" in (verdict.reason or "")
 
 
-def test_shadow_disagreement_fails_only_when_enabled() -> None:
-    for shadow, expected in ((False, Outcome.PENDING), (True, Outcome.FAILED)):
-        m = monitor(shadow=shadow, max_disagreement=0.2)
-        for _ in range(6):
-            m.record(latency_ms=1.0, agreed=False)
-        assert m.verdict(now=0.1).outcome is expected
+@pytest.mark.parametrize(
+    ("mode", "shadow", "expected"),
+    [
+        ("live", False, Outcome.PENDING),
+        ("live", True, Outcome.FAILED),
+        ("shadow", False, Outcome.FAILED),  # shadow-first probation always compares
+    ],
+)
+def test_disagreement_fails_when_compared(mode: str, shadow: bool, expected: Outcome) -> None:
+    m = monitor(mode=mode, shadow=shadow, max_disagreement=0.2)
+    for _ in range(6):
+        m.record(latency_ms=1.0, agreed=False)
+    assert m.verdict(now=0.1).outcome is expected
 
 
 @pytest.mark.parametrize(

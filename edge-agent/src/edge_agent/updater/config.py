@@ -133,18 +133,27 @@ class ProbationConfig(ConfigModel):
         description="Rates are only judged once this many live calls were seen (one NaN in "
         "three frames is noise, not a verdict), except a zero-tolerance NaN limit.",
     )
+    mode: Literal["shadow", "live"] = Field(
+        default="shadow",
+        title="Probation mode",
+        description="'shadow': the committed model keeps answering while the new one runs "
+        "beside it on the same live inputs, and the device switches only once probation "
+        "passes, so a rejected model never answers; 'live': the new model answers during "
+        "probation (for models whose labels cannot be compared with the previous one).",
+    )
     shadow: bool = Field(
         default=False,
-        title="Shadow comparison",
-        description="Also run the previous model on live inputs and compare labels.",
+        title="Shadow comparison (live mode)",
+        description="In 'live' mode, also run the previous model on live inputs and compare "
+        "labels ('shadow' mode always compares).",
     )
     max_disagreement: float = Field(
         default=0.5,
         ge=0,
         le=1,
         title="Max disagreement",
-        description="With shadow on: share of live inputs where the two models' labels may "
-        "differ before the new model is rolled back.",
+        description="Share of compared live inputs where the two models' labels may differ "
+        "before the new model is rolled back.",
     )
 
 

@@ -49,9 +49,12 @@ class Attempt:
 class StepExecutor:
     """Carries out steps one by one, persisting state before each visible change.
 
-    Order on activation: state says ``activating`` → pointer renamed → slot swapped →
-    state says ``probation``. Whatever point a power cut hits, boot finds a complete state
-    and a complete pointer, and ``plan_recovery`` knows what to do from the phase.
+    Order on activation in ``live`` probation: state says ``activating`` → pointer renamed →
+    slot swapped → state says ``probation``. In ``shadow`` probation (the default) the slot
+    and pointer stay on the committed model until probation passes; the candidate only runs
+    beside it (``shadow_engine``), and commit swaps it in. Whatever point a power cut hits,
+    boot finds a complete state and a complete pointer, and ``plan_recovery`` knows what to
+    do from the phase.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class StepExecutor:
         self.slot: ModelSlot | None = None
         self.monitor: ProbationMonitor | None = None
         self.previous_engine: InferenceEngine | None = None  # kept in memory for rollback
+        self.shadow_engine: InferenceEngine | None = None  # the candidate, not yet serving
         self.stopping = False
 
     # -- state ---------------------------------------------------------------------------
@@ -227,14 +231,21 @@ class StepExecutor:
         staged = StagedDownload(self.store.staging_dir, manifest)
         record = self.store.install(staged.part, manifest)
         staged.discard()
+        candidate.path = self.store.path_of(record)  # the same bytes, now in versions/
         self.save(phase=UpdateState.ACTIVATING, trial=record)
         self._emit(UpdateState.ACTIVATING, attempt)
-        self.store.write_pointer(record)
         self.monitor = ProbationMonitor(self.config.probation, candidate.spec.latency_budget_ms)
-        self.previous_engine = self.slot.swap(candidate)
         attempt.candidate = None
+        if self.config.probation.mode == "shadow":
+            self.shadow_engine = candidate
+            active = self.state.active
+            reason = f"in shadow beside the serving version {active.version if active else '?'}"
+        else:
+            self.store.write_pointer(record)
+            self.previous_engine = self.slot.swap(candidate)
+            reason = "serving live inputs"
         self.save(phase=UpdateState.PROBATION)
-        self._emit(UpdateState.PROBATION, attempt)
+        self._emit(UpdateState.PROBATION, attempt, reason)
 
     def _probation(self, attempt: Attempt) -> None:
         monitor = self.monitor
@@ -252,6 +263,11 @@ class StepExecutor:
     def _commit(self, attempt: Attempt) -> None:
         trial, active = self.state.trial, self.state.active
         assert trial is not None
+        shadow, self.shadow_engine = self.shadow_engine, None
+        if shadow is not None and self.slot is not None:
+            # Probation passed in shadow: only now does the candidate answer.
+            self.store.write_pointer(trial)
+            self.previous_engine = self.slot.swap(shadow)
         previous = [r for r in [active, *self.state.previous] if r is not None and r != trial]
         self.save(
             phase=UpdateState.IDLE, active=trial, trial=None, previous=previous, candidate=None
@@ -271,6 +287,7 @@ class StepExecutor:
         manifest = attempt.manifest or self.state.candidate
         if self.monitor is not None:
             self.monitor.abort(reason)
+        self.shadow_engine = None  # a candidate in shadow never served: nothing to swap back
         if self.previous_engine is not None and self.slot is not None:
             self.slot.swap(self.previous_engine)
             self.previous_engine = None

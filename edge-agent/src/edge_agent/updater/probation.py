@@ -50,6 +50,7 @@ class ProbationMonitor:
         self._latencies: list[float] = []
         self._aborted: str | None = None
         self._cond = threading.Condition()
+        self.compares = config.mode == "shadow" or config.shadow
 
     def record(
         self,
@@ -127,11 +128,11 @@ class ProbationMonitor:
             p95 = float(np.percentile(self._latencies, 95))
             if p95 > self.latency_limit_ms:
                 return f"live p95 latency {p95:.1f} ms exceeds {self.latency_limit_ms:.1f} ms"
-        if cfg.shadow and self.compared >= min(cfg.min_samples_to_fail, cfg.frames):
+        if self.compares and self.compared >= min(cfg.min_samples_to_fail, cfg.frames):
             rate = self.disagreed / self.compared
             if rate > cfg.max_disagreement:
                 return (
-                    f"disagrees with the previous model on {self.disagreed}/{self.compared} "
+                    f"disagrees with the serving model on {self.disagreed}/{self.compared} "
                     f"live inputs (limit {cfg.max_disagreement:.0%})"
                 )
         return None

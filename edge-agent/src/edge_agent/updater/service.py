@@ -31,6 +31,7 @@ from edge_agent.updater.plan import (
     plan_release,
     refusal,
 )
+from edge_agent.updater.probation import ProbationMonitor
 from edge_agent.updater.state import StateStore, UpdaterState
 from edge_agent.updater.store import ModelStore
 
@@ -202,10 +203,19 @@ class ModelUpdater:
         nan: bool = False,
         sample: Sample | None = None,
     ) -> None:
-        """Report one live call; only calls served by the model on probation count."""
+        """Report one live call; only calls served by the model on probation count.
+
+        In shadow probation the call was served by the committed model: the candidate is
+        run on the same input here and judged on its own result and its agreement.
+        """
         executor = self._executor
         monitor = executor.monitor if executor is not None else None
         if monitor is None or executor is None or executor.slot is None:
+            return
+        candidate = executor.shadow_engine
+        if candidate is not None:
+            if engine is executor.slot.current and sample is not None:
+                self._shadow_call(monitor, candidate, engine, prediction, sample)
             return
         if engine is not executor.slot.current or engine is executor.previous_engine:
             return
@@ -222,6 +232,30 @@ class ModelUpdater:
             latency_ms=prediction.latency_ms if prediction is not None else None,
             agreed=agreed,
         )
+
+    def _shadow_call(
+        self,
+        monitor: ProbationMonitor,
+        candidate: InferenceEngine,
+        serving: InferenceEngine,
+        served: Prediction | None,
+        sample: Sample,
+    ) -> None:
+        """Run the candidate beside the serving model on one live input and judge it."""
+        try:
+            shadow = candidate.predict(sample, with_stats=False)
+        except OutputError:
+            monitor.record(nan=True)
+            return
+        except Exception:  # the candidate's fault, counted against it
+            log.debug("shadow call on the candidate failed", exc_info=True)
+            monitor.record(error=True)
+            return
+        # Labels are only compared between models that answer in the same terms.
+        agreed = None
+        if served is not None and candidate.spec.labels == serving.spec.labels:
+            agreed = shadow.label == served.label
+        monitor.record(latency_ms=shadow.latency_ms, agreed=agreed)
 
     # -- the worker ----------------------------------------------------------------------
 
