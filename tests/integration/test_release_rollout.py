@@ -104,16 +104,20 @@ def test_rollout_aborts_on_canary_failure_and_restores(fleet: Fleet, tmp_path: P
     )
     other = fleet.device(tmp_path / "other", v1, device_id="cam-02")
     try:
-        previous = fleet.channel.publish(fleet.manifest(v1, 1))
+        fleet.channel.publish(fleet.manifest(v1, 1))
         policy = RolloutPolicy(waves=(Wave(0, ("canary",)), Wave(100)), min_outcomes=1, soak_s=0)
         controller = RolloutController(fleet.link, fleet.tree, fleet.channel, policy)
-        decision = controller.run(fleet.manifest(v2, 2), previous, ReleaseTarget(), tick_s=0.1)
+        decision = controller.run(fleet.manifest(v2, 2), ReleaseTarget(), tick_s=0.1)
         assert decision.action is Action.ABORT, decision
         assert canary.updater.state.active.version == 1  # type: ignore[union-attr]
         assert any(e.state is UpdateState.ROLLED_BACK for e in canary.events)
-        restored = fleet.channel.current("catdog")
-        assert restored is not None and restored.version == 1 and restored.allow_downgrade
-        verify_manifest(restored, fleet.key.public_key)
+        # With no fleet store or registry to say which release was committed, the retained
+        # v1 is not trusted blindly: nothing is re-released, and the decision says so.
+        assert "no committed release of catdog is known" in decision.reason
+        assert controller.restored is None
+        current = fleet.channel.current("catdog")
+        assert current is not None and current.version == 2 and current.rollout.wave == 0
+        verify_manifest(current, fleet.key.public_key)
         # The second device was never in a wave that got v2.
         assert not [
             e for e in other.events if e.to_version == 2 and e.state is not UpdateState.REFUSED
@@ -136,7 +140,7 @@ def test_rollout_widens_wave_by_wave(fleet: Fleet, tmp_path: Path) -> None:
         controller = RolloutController(
             fleet.link, fleet.tree, fleet.channel, policy, on_decision=decisions.append
         )
-        result = controller.run(fleet.manifest(v2, 2), None, ReleaseTarget(), tick_s=0.1)
+        result = controller.run(fleet.manifest(v2, 2), ReleaseTarget(), tick_s=0.1)
         assert result.action is Action.DONE, result
         assert Action.ADVANCE in [d.action for d in decisions]
         assert all(d.updater.state.active.version == 2 for d in devices)  # type: ignore[union-attr]

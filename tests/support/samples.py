@@ -12,6 +12,7 @@ from edge_agent.protocol import (
     DriftAlert,
     DriftWindow,
     FeatureDrift,
+    LabelledAccuracy,
     MessageBase,
     PredictionMessage,
     ReleaseManifest,
@@ -167,6 +168,13 @@ message_strategies: dict[str, st.SearchStrategy[MessageBase]] = {
         fps=nonneg,
         outbox_depth=st.integers(0, 10**9),
         dropped=st.dictionaries(names, st.integers(0, 10**9), max_size=5),
+        labelled=st.none()
+        | st.builds(
+            LabelledAccuracy,
+            accuracy=st.floats(0, 1),
+            macro_f1=st.floats(0, 1),
+            n=st.integers(1, 10**6),
+        ),
     ),
     "prediction": st.builds(
         PredictionMessage,

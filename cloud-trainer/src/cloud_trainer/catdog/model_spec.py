@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
 from cloud_trainer.catdog.ingest import ImageRecord, read_image
-from edge_agent.drift.baseline import class_ratio, feature_baselines, histogram_baseline
+from edge_agent.drift.baseline import (
+    capture_threshold,
+    class_ratio,
+    feature_baselines,
+    histogram_baseline,
+)
 from edge_agent.features.image import IMAGE_STAT_NAMES, image_statistics
 from edge_agent.protocol.bundle import (
     DriftBaseline,
@@ -23,6 +29,11 @@ INPUT_NAME = "image"
 PROBABILITIES = "probabilities"
 EMBEDDING = "embedding"
 LATENCY_BUDGET_MS = 100.0
+# The device captures frames less sure than the 10th percentile of held-out confidence:
+# about one in-distribution frame in ten before the capture budget, enough to keep the
+# labelling queue fed from every camera, few enough that the 500-file budget holds hours
+# of a site's least sure frames rather than minutes of ordinary ones.
+CAPTURE_QUANTILE = 0.1
 
 
 def image_stat_baselines(
@@ -75,6 +86,21 @@ def prediction_baseline(
     )
 
 
+class CaptureFields(TypedDict):
+    capture_below: float
+    capture_quantile: float
+
+
+def capture_fields(
+    probabilities: npt.NDArray[np.float32], quantile: float = CAPTURE_QUANTILE
+) -> CaptureFields:
+    """The spec's ``capture_below`` (and the quantile it is) from held-out probabilities."""
+    return {
+        "capture_below": capture_threshold(probabilities, quantile),
+        "capture_quantile": quantile,
+    }
+
+
 def build_spec(
     name: str,
     labels: list[str],
@@ -84,6 +110,8 @@ def build_spec(
     *,
     data_version: str | None = None,
     git_commit: str | None = None,
+    capture_below: float | None = None,
+    capture_quantile: float | None = None,
 ) -> ModelSpec:
     size = [None, preprocessing.height, preprocessing.width, 3]
     return ModelSpec(
@@ -99,6 +127,8 @@ def build_spec(
         embedding_output=EMBEDDING,
         preprocessing=preprocessing,
         drift=drift,
+        capture_below=capture_below,
+        capture_quantile=capture_quantile,
         data_version=data_version,
         latency_budget_ms=LATENCY_BUDGET_MS,
         git_commit=git_commit,

@@ -24,6 +24,7 @@ from cloud_trainer.catdog.ingest import DataReport, scan_folder
 from cloud_trainer.catdog.model_spec import (
     INPUT_NAME,
     build_spec,
+    capture_fields,
     image_stat_baselines,
     prediction_baseline,
 )
@@ -119,12 +120,19 @@ def _keras_outputs(trained: TrainedModel, split: Split) -> tuple[Any, Any]:
 def _int8_spec(
     spec: ModelSpec, int8: OnnxClassifier, split: Split, settings: PipelineSettings
 ) -> ModelSpec:
-    """The int8 file's own spec: same contract, baselines from its own validation outputs."""
+    """The int8 file's own spec: same contract, baselines and capture level from its own
+    validation outputs."""
     predictions = predict(int8, split.val)
     drift = prediction_baseline(
         predictions.probabilities, predictions.embeddings, spec.labels, spec.drift.features
     )
-    return spec.model_copy(update={"name": f"{settings.model_name}-int8", "drift": drift})
+    update = {
+        **spec.model_dump(),
+        "name": f"{settings.model_name}-int8",
+        "drift": drift.model_dump(),
+        **capture_fields(predictions.probabilities),
+    }
+    return ModelSpec.model_validate(update)
 
 
 def _variant(path: Path, model: OnnxClassifier, split: Split) -> tuple[VariantResult, Predictions]:
@@ -175,6 +183,7 @@ def run_pipeline(settings: PipelineSettings, progress: Progress | None = None) -
         prediction_baseline(val_probs, val_embs, labels, features),
         data_version=split.version,
         git_commit=commit,
+        **capture_fields(val_probs),
     ).model_copy(update={"created": utc_now()})
 
     stage("export fp32")

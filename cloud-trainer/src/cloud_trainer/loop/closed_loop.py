@@ -18,6 +18,7 @@ from cloud_trainer.loop.stack import LocalStack, PolicyRuleSpec
 from cloud_trainer.loop.timeline import Entry, Timeline
 from cloud_trainer.registry import parse_models_uri
 from cloud_trainer.release.publisher import ReleaseTarget
+from cloud_trainer.release.restore import from_fleet
 from cloud_trainer.release.rollout import Action, RolloutController, RolloutPolicy, Wave
 from edge_agent.comms.mqtt import BrokerEndpoint
 from edge_agent.protocol import ReleaseManifest, UpdateState
@@ -265,10 +266,11 @@ class ClosedLoop:
                 wave_timeout_s=180.0,
             ),
             on_decision=lambda d: log.debug("rollout: %s", d.reason),
+            restore=[from_fleet(stack.fleet.base_url)],
         )
         self._mark("release_published")
         self._say(f"rollout of {self.weather_model} v{version}: wave 0 = group 'canary'")
-        decision = controller.run(manifest, stack.released.get(self.weather_model), ReleaseTarget())
+        decision = controller.run(manifest, ReleaseTarget())
         self.report.rollout = f"{decision.action.value}: {decision.reason}"
         self._say(f"rollout {decision.action.value}: {decision.reason}")
         if decision.action is Action.DONE:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import threading
 import time
@@ -13,20 +14,25 @@ from typing import Any
 
 from cloud_trainer.errors import UserError
 from cloud_trainer.release.artefacts import ArtefactServer, ArtefactStore
+from cloud_trainer.release.audience import AudienceError, audience, describe_rule, resolve_percent
+from cloud_trainer.release.fleet_client import FleetClient, FleetUnavailable
 from cloud_trainer.release.publisher import (
     ReleaseChannel,
     ReleaseError,
     ReleaseTarget,
     prepare_release,
+    read_spec,
     record_in_registry,
     retarget,
 )
+from cloud_trainer.release.restore import Restore, RestoreSource, from_fleet
 from cloud_trainer.release.rollout import RolloutController, RolloutPolicy, parse_waves
 from edge_agent.comms.mqtt import BrokerEndpoint, LinkError, MqttLink
 from edge_agent.protocol import (
     Channel,
     Command,
     ProtocolError,
+    ReleaseManifest,
     SigningKey,
     TopicTree,
     UpdateEvent,
@@ -54,12 +60,17 @@ def register(subparsers: Any) -> None:
     _common(p)
     _model_ref(p)
     _target(p)
+    _fleet(p)
+    p.add_argument(
+        "--dry-run", action="store_true", help="show the audience; store and publish nothing"
+    )
     p.set_defaults(func=cmd_publish)
 
     p = verbs.add_parser("rollout", help="publish in waves, widen while healthy, else roll back")
     _common(p)
     _model_ref(p)
-    _target(p)
+    _target(p, waves=True)
+    _fleet(p)
     p.add_argument("--waves", default="10,50,100", help="increasing percentages (10,50,100)")
     p.add_argument("--max-failure-rate", type=float, default=0.2)
     p.add_argument("--min-outcomes", type=int, default=1, help="outcomes before judging a wave")
@@ -67,10 +78,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--wave-timeout-s", type=float, default=3600.0)
     p.set_defaults(func=cmd_rollout)
 
-    p = verbs.add_parser("status", help="show the current release and device outcomes")
+    p = verbs.add_parser("status", help="show the current release, its rollout and outcomes")
     _broker(p)
+    _fleet(p)
     p.add_argument("--model", required=True)
     p.add_argument("--watch-s", type=float, default=0.0, help="collect update events this long")
+    p.add_argument("--history", type=int, default=5, help="earlier releases to show (fleet)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_status)
 
     p = verbs.add_parser("rollback", help="re-release an earlier version (downgrade allowed)")
@@ -122,12 +136,26 @@ def _model_ref(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file-version", type=int, help="version number of --file")
 
 
-def _target(p: argparse.ArgumentParser) -> None:
+def _target(p: argparse.ArgumentParser, *, waves: bool = False) -> None:
     p.add_argument("--channel", default="stable")
-    p.add_argument("--percent", type=float, default=100.0)
-    p.add_argument("--groups", nargs="*", default=[])
-    p.add_argument("--devices", nargs="*", default=[])
+    if not waves:
+        p.add_argument(
+            "--percent",
+            type=float,
+            help="share of the devices outside --groups/--devices (0-100); default 0 when "
+            "groups or devices are named, and required when none are",
+        )
+    p.add_argument("--groups", nargs="*", default=[], help="groups that take the release")
+    p.add_argument("--devices", nargs="*", default=[], help="devices that take the release")
     p.add_argument("--allow-downgrade", action="store_true")
+
+
+def _fleet(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fleet-url",
+        help="fleet service (http://HOST:PORT): exact audience, rollout history, and the "
+        "last committed release to restore",
+    )
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -191,9 +219,16 @@ def _resolve(args: argparse.Namespace) -> tuple[int, Path]:
 
 
 def _target_of(args: argparse.Namespace) -> ReleaseTarget:
+    """The audience asked for; a release with groups alone reaches those groups only."""
+    percent = getattr(args, "percent", 0.0)  # a rollout's waves carry its percentages
+    try:
+        if "percent" in args:
+            percent = resolve_percent(args.percent, args.groups, args.devices)
+    except AudienceError as e:
+        raise UserError(str(e), 2) from e
     return ReleaseTarget(
         channel=args.channel,
-        percent=args.percent,
+        percent=percent,
         groups=tuple(args.groups),
         devices=tuple(args.devices),
         allow_downgrade=args.allow_downgrade,
@@ -240,6 +275,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     key = _key(args.key)
+    target = _target_of(args)
+    if args.dry_run:
+        version, path = _resolve(args)
+        try:
+            spec = read_spec(path)
+        except ReleaseError as e:
+            raise UserError(str(e)) from e
+        if spec.name != args.model:
+            raise UserError(f"the file holds model {spec.name!r}, not {args.model!r}")
+        _say(f"dry run: {args.model} v{version} would go to")
+        for line in audience(args.model, target.rollout(), args.fleet_url).lines():
+            _say(line)
+        return 0
     manifest = _prepare(args)
     link = _connect(args)
     try:
@@ -250,7 +298,31 @@ def cmd_publish(args: argparse.Namespace) -> int:
         link.stop()
     _record(signed, args)
     _say(f"published {signed.release_id}: {signed.model} v{signed.version} {signed.sha256[:12]}")
+    for line in audience(signed.model, signed.rollout, args.fleet_url).lines():
+        _say(line)
     return 0
+
+
+def _restore_sources(args: argparse.Namespace) -> list[RestoreSource]:
+    """Where an abort learns what to put back: the fleet's store, then the registry."""
+    sources: list[RestoreSource] = []
+    if args.fleet_url:
+        sources.append(from_fleet(args.fleet_url))
+    if args.file is None or args.tracking_uri:
+
+        def champion(failing: ReleaseManifest) -> Restore | None:
+            from cloud_trainer.registry import alias_version
+
+            version = alias_version(failing.model, "champion")
+            if version is None or version == failing.version:
+                return None
+            ref = argparse.Namespace(**vars(args))
+            ref.file, ref.version, ref.alias, ref.percent = None, version, None, 100.0
+            ref.groups, ref.devices = [], []
+            return Restore(_prepare(ref), f"v{version} holds the registry's champion alias")
+
+        sources.append(champion)
+    return sources
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
@@ -271,15 +343,15 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     tree = _tree(args)
     channel = ReleaseChannel(link, tree, key)
     try:
-        previous = channel.current(args.model)
         controller = RolloutController(
             link,
             tree,
             channel,
             policy,
             on_decision=lambda d: log.info("%s: %s", d.action, d.reason),
+            restore=_restore_sources(args),
         )
-        decision = controller.run(manifest, previous, _target_of(args))
+        decision = controller.run(manifest, _target_of(args))
     except ReleaseError as e:
         raise UserError(str(e)) from e
     finally:
@@ -291,14 +363,14 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     link = _connect(args)
     tree = _tree(args)
-    outcomes: dict[str, UpdateEvent] = {}
+    watched: dict[tuple[str, str], UpdateEvent] = {}
     lock = threading.Lock()
 
     def on_event(_topic: str, payload: bytes) -> None:
         message = safe_decode(payload)
         if isinstance(message, UpdateEvent) and message.model_name == args.model:
             with lock:
-                outcomes[message.device_id] = message
+                watched[(message.release_id or "", message.device_id)] = message
 
     try:
         current = ReleaseChannel(link, tree, SigningKey.generate()).current(args.model)
@@ -309,21 +381,121 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     finally:
         link.stop()
-    if current is None:
-        _say(f"{args.model}: no release published")
-        return 0
-    r = current.rollout
-    _say(
-        f"{current.model}: release {current.release_id} v{current.version} channel "
-        f"{current.channel} wave {r.wave} percent {r.percent:g} groups {r.groups} "
-        f"devices {r.devices} downgrade {current.allow_downgrade} by {current.publisher}"
-    )
-    tally = Counter(event.state.value for event in outcomes.values())
-    for device, event in sorted(outcomes.items()):
-        _say(f"  {device}: {event.state.value} v{event.to_version} {event.reason or ''}")
-    if tally:
-        _say("  " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+    report = _status_report(args, current, dict(watched))
+    if args.json:
+        _say(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        for line in _status_lines(report):
+            _say(line)
     return 0
+
+
+def _status_report(
+    args: argparse.Namespace,
+    current: ReleaseManifest | None,
+    watched: dict[tuple[str, str], UpdateEvent],
+) -> dict[str, Any]:
+    """The current release, events seen while watching (by release), and the fleet's
+    record of recent releases: rollout steps and every device's outcome."""
+    report: dict[str, Any] = {"model": args.model, "current": None, "watched": {}}
+    if current is not None:
+        r = current.rollout
+        report["current"] = {
+            "release_id": current.release_id,
+            "version": current.version,
+            "channel": current.channel,
+            "wave": r.wave,
+            "percent": r.percent,
+            "groups": list(r.groups),
+            "devices": list(r.devices),
+            "audience": describe_rule(r),
+            "allow_downgrade": current.allow_downgrade,
+            "publisher": current.publisher,
+        }
+    for (release_id, device), event in sorted(watched.items()):
+        report["watched"].setdefault(release_id or "(none)", {})[device] = {
+            "state": event.state.value,
+            "to_version": event.to_version,
+            "reason": event.reason,
+        }
+    report["fleet"] = None
+    if args.fleet_url:
+        try:
+            rows = FleetClient(args.fleet_url).releases(args.model)[: max(args.history, 0) + 1]
+        except FleetUnavailable as e:
+            report["fleet"] = {"problem": str(e)}
+        else:
+            report["fleet"] = {"releases": [_release_summary(row) for row in rows]}
+    return report
+
+
+def _release_summary(row: dict[str, Any]) -> dict[str, Any]:
+    steps = row.get("history") or []
+    aborted = next((s for s in steps if s.get("action") == "aborted"), None)
+    restored = next((s for s in steps if s.get("action") == "restored"), None)
+    return {
+        "release_id": row.get("release_id"),
+        "version": row.get("version"),
+        "wave": row.get("wave"),
+        "created": row.get("created"),
+        "outcome_counts": row.get("outcome_counts", {}),
+        "aborted": None if aborted is None else aborted.get("reason"),
+        "restored": None
+        if restored is None
+        else {
+            "release_id": restored.get("restored_release_id"),
+            "version": restored.get("restored_version"),
+            "reason": restored.get("reason"),
+        },
+        "history": [
+            {k: s.get(k) for k in ("seq", "ts", "action", "wave", "audience", "reason")}
+            for s in steps
+        ],
+        "devices": {
+            str(d.get("device_id")): {"state": d.get("state"), "reason": d.get("reason")}
+            for d in row.get("devices") or []
+        },
+    }
+
+
+def _status_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    current = report["current"]
+    if current is None:
+        lines.append(f"{report['model']}: no release published")
+    else:
+        lines.append(
+            f"{report['model']}: release {current['release_id']} v{current['version']} channel "
+            f"{current['channel']} wave {current['wave']} percent {current['percent']:g} "
+            f"groups {current['groups']} devices {current['devices']} downgrade "
+            f"{current['allow_downgrade']} by {current['publisher']}"
+        )
+        lines.append(f"  audience: {current['audience']}")
+    current_id = current["release_id"] if current else None
+    for release_id, devices in sorted(
+        report["watched"].items(), key=lambda item: item[0] != current_id
+    ):
+        label = "this release" if release_id == current_id else f"release {release_id}"
+        lines.append(f"  events seen for {label}:")
+        for device, seen in devices.items():
+            lines.append(
+                f"    {device}: {seen['state']} v{seen['to_version']} {seen['reason'] or ''}"
+            )
+        tally = Counter(seen["state"] for seen in devices.values())
+        lines.append("    " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+    fleet = report["fleet"]
+    if fleet is not None and "problem" in fleet:
+        lines.append(f"  fleet history unavailable: {fleet['problem']}")
+    for release in (fleet or {}).get("releases", []):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(release["outcome_counts"].items()))
+        lines.append(f"release {release['release_id']} v{release['version']}: {counts or '-'}")
+        for step in release["history"]:
+            lines.append(
+                f"  [{step['seq']}] {step['action']} wave {step['wave']}: {step['reason']}"
+            )
+        for device, outcome in sorted(release["devices"].items()):
+            lines.append(f"  {device}: {outcome['state']} {outcome['reason'] or ''}")
+    return lines
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

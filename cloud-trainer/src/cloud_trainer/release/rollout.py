@@ -9,19 +9,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from cloud_trainer.release.audience import describe_rule
 from cloud_trainer.release.publisher import ReleaseChannel, ReleaseTarget, retarget
+from cloud_trainer.release.restore import RestoreSource, choose_restore
 from edge_agent.comms.mqtt import MqttLink
 from edge_agent.protocol import (
     Channel,
     ReleaseManifest,
+    RolloutRecord,
     TopicTree,
     UpdateEvent,
     UpdateState,
+    encode,
     safe_decode,
+    utc_now,
 )
+from edge_agent.protocol.manifest import RolloutAction
 
 log = logging.getLogger(__name__)
 
+RECORD_TIMEOUT_S = 5.0
 FINAL_OK = frozenset({UpdateState.COMMITTED})
 FINAL_BAD = frozenset({UpdateState.ROLLED_BACK, UpdateState.FAILED})
 
@@ -107,10 +114,14 @@ def decide(policy: RolloutPolicy, wave: int, tally: Tally, wave_age_s: float) ->
 
 
 class RolloutController:
-    """Publishes wave 0, widens wave by wave, and on abort re-releases the previous version.
+    """Publishes wave 0, widens wave by wave, and on abort restores the last committed release.
 
-    The rollback release carries ``allow_downgrade`` and a new release id, so devices that
-    took the new version go back, and the rest see their own version and do nothing.
+    Every step (started, advanced, aborted, restored, done) is recorded on the model's
+    rollout log topic for the fleet's history. What an abort restores is chosen by
+    ``restore`` sources (the fleet's store, the registry's champion), never by what the
+    release topic held before: that may be a release the devices had rejected. The restore
+    carries ``allow_downgrade`` and a new release id, so devices that took the new version go
+    back, and the rest see their own version and do nothing.
     """
 
     def __init__(
@@ -120,6 +131,7 @@ class RolloutController:
         channel: ReleaseChannel,
         policy: RolloutPolicy,
         on_decision: Callable[[Decision], None] | None = None,
+        restore: Sequence[RestoreSource] = (),
     ) -> None:
         self.link = link
         self.tree = tree
@@ -127,7 +139,11 @@ class RolloutController:
         self.policy = policy
         self.tally = Tally()
         self.on_decision = on_decision
+        self.restore_sources = tuple(restore)
+        self.restored: ReleaseManifest | None = None
+        self.restore_reason: str | None = None
         self._release_id: str | None = None
+        self._record_seq = 0
         self._lock = threading.Lock()
 
     def _on_event(self, _topic: str, payload: bytes) -> None:
@@ -140,7 +156,6 @@ class RolloutController:
     def run(
         self,
         manifest: ReleaseManifest,
-        previous: ReleaseManifest | None,
         base: ReleaseTarget,
         tick_s: float = 0.5,
         stop: threading.Event | None = None,
@@ -149,7 +164,8 @@ class RolloutController:
         self._release_id = manifest.release_id
         self.link.subscribe(self.tree.fleet_filter(Channel.EVENTS), self._on_event)
         wave = 0
-        self._publish_wave(manifest, base, wave)
+        published = self._publish_wave(manifest, base, wave)
+        self._record(published, "started", wave, "wave 0 published")
         started = time.monotonic()
         while stop is None or not stop.is_set():
             time.sleep(tick_s)
@@ -159,16 +175,30 @@ class RolloutController:
                 self.on_decision(decision)
             if decision.action is Action.ADVANCE:
                 wave += 1
-                self._publish_wave(manifest, base, wave)
+                published = self._publish_wave(manifest, base, wave)
+                self._record(published, "advanced", wave, decision.reason)
                 started = time.monotonic()
             elif decision.action is Action.ABORT:
-                self._roll_back(previous, base, decision.reason)
-                return decision
+                self._record(published, "aborted", wave, decision.reason + self._outcomes())
+                return self._roll_back(published, base, decision)
             elif decision.action is Action.DONE:
+                self._record(published, "done", wave, decision.reason + self._outcomes())
                 return decision
+        self._record(published, "stopped", wave, "the rollout was stopped" + self._outcomes())
         return Decision(Action.WAIT, "stopped")
 
-    def _publish_wave(self, manifest: ReleaseManifest, base: ReleaseTarget, wave: int) -> None:
+    def _outcomes(self) -> str:
+        with self._lock:
+            failed = ", ".join(f"{d}: {why}" for d, why in sorted(self.tally.failed.items()))
+            committed = ", ".join(sorted(self.tally.committed))
+        parts = [f"committed [{committed}]"] if committed else []
+        if failed:
+            parts.append(f"failed [{failed}]")
+        return ("; " + "; ".join(parts)) if parts else ""
+
+    def _publish_wave(
+        self, manifest: ReleaseManifest, base: ReleaseTarget, wave: int
+    ) -> ReleaseManifest:
         step = self.policy.waves[wave]
         target = ReleaseTarget(
             channel=base.channel,
@@ -178,23 +208,54 @@ class RolloutController:
             wave=wave,
             allow_downgrade=base.allow_downgrade,
         )
-        self.channel.publish(retarget(manifest, target, new_id=False))
+        signed = self.channel.publish(retarget(manifest, target, new_id=False))
         log.info("rollout of %s: wave %d (%g%%)", manifest.release_id, wave, step.percent)
+        return signed
+
+    def _record(
+        self,
+        manifest: ReleaseManifest,
+        action: RolloutAction,
+        wave: int,
+        reason: str,
+        restored: ReleaseManifest | None = None,
+    ) -> None:
+        """Tell the fleet's history what the rollout did; a lost record never stops it."""
+        record = RolloutRecord(
+            release_id=manifest.release_id,
+            model=manifest.model,
+            version=manifest.version,
+            seq=self._record_seq,
+            ts=utc_now(),
+            action=action,
+            wave=wave,
+            audience=describe_rule(manifest.rollout),
+            reason=reason[:2048],
+            restored_release_id=restored.release_id if restored else None,
+            restored_version=restored.version if restored else None,
+            publisher=manifest.publisher,
+        )
+        self._record_seq += 1
+        topic = self.tree.rollout_log(manifest.model)
+        if not self.link.publish(topic, encode(record), qos=1).wait(RECORD_TIMEOUT_S):
+            log.warning("rollout record %s of %s not acknowledged", action, manifest.release_id)
 
     def _roll_back(
-        self, previous: ReleaseManifest | None, base: ReleaseTarget, reason: str
-    ) -> None:
-        if previous is None:
-            log.error("rollout aborted (%s) and there is no previous release to restore", reason)
-            return
+        self, failing: ReleaseManifest, base: ReleaseTarget, decision: Decision
+    ) -> Decision:
+        choice = choose_restore(failing, self.restore_sources)
+        self.restore_reason = choice.why
+        if choice.manifest is None:
+            log.error("rollout aborted (%s): %s", decision.reason, choice.why)
+            self._record(failing, "restored", 0, choice.why)
+            return Decision(Action.ABORT, f"{decision.reason}; {choice.why}")
         target = ReleaseTarget(channel=base.channel, percent=100.0, allow_downgrade=True)
-        restored = self.channel.publish(retarget(previous, target, new_id=True))
-        log.warning(
-            "rollout aborted (%s): version %s re-released as %s",
-            reason,
-            restored.version,
-            restored.release_id,
-        )
+        restored = self.channel.publish(retarget(choice.manifest, target, new_id=True))
+        self.restored = restored
+        why = f"re-released v{restored.version} as {restored.release_id}: {choice.why}"
+        self._record(failing, "restored", 0, why, restored)
+        log.warning("rollout aborted (%s): %s", decision.reason, why)
+        return Decision(Action.ABORT, f"{decision.reason}; {why}")
 
 
 def parse_waves(text: str, groups: Sequence[str] = ()) -> tuple[Wave, ...]:

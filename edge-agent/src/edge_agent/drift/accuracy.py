@@ -22,7 +22,7 @@ from edge_agent.drift.inputs import PredictionLike, SampleLike
 from edge_agent.drift.seasons import month_weights
 from edge_agent.drift.streaming import Adwin, Direction, PageHinkley
 from edge_agent.protocol.bundle import MONTHS
-from edge_agent.protocol.messages import DriftWindow, FeatureDrift
+from edge_agent.protocol.messages import DriftWindow, FeatureDrift, LabelledAccuracy
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,19 @@ def macro_f1(predicted: np.ndarray, observed: np.ndarray, classes: int) -> float
             continue
         f1s.append(2 * tp / (2 * tp + fp + fn))
     return float(np.mean(f1s)) if f1s else 0.0
+
+
+def labelled_accuracy(outcomes: Sequence[Outcome], classes: int) -> LabelledAccuracy | None:
+    """Accuracy and macro-F1 of joined forecasts, for telemetry; None when there are none."""
+    if not outcomes:
+        return None
+    predicted = np.fromiter((o.predicted for o in outcomes), dtype=np.int64)
+    observed = np.fromiter((o.observed for o in outcomes), dtype=np.int64)
+    accuracy = float(np.mean(predicted == observed))
+    f1 = macro_f1(predicted, observed, classes)
+    if not (np.isfinite(accuracy) and np.isfinite(f1)):
+        return None
+    return LabelledAccuracy(accuracy=accuracy, macro_f1=f1, n=len(outcomes))
 
 
 class AccuracyDetector(Detector):

@@ -39,6 +39,24 @@ def histogram_baseline(values: npt.ArrayLike, bins: int = 10) -> HistogramBaseli
     )
 
 
+def capture_threshold(probabilities: npt.ArrayLike, quantile: float) -> float:
+    """The ``quantile`` of the top-class probability over held-out outputs: a frame whose
+    confidence is below it is as unsure as the least sure ``quantile`` share of held-out
+    data. ``probabilities`` is (rows, labels), or (rows,) of top probabilities already.
+    """
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    p = np.asarray(probabilities, dtype=np.float64)
+    top = p.max(axis=1) if p.ndim == 2 else p.ravel()
+    top = top[np.isfinite(top)]
+    if top.size == 0:
+        raise ValueError("cannot measure a capture threshold on no finite probabilities")
+    if top.min() <= 0 or top.max() > 1 + 1e-6:
+        raise ValueError("top-class probabilities must lie in (0, 1]")
+    # float32 softmax may round a hair above 1; the spec field allows at most 1.
+    return min(float(np.quantile(top, quantile)), 1.0)
+
+
 def bin_counts(
     values: npt.NDArray[np.float64], edges: Sequence[float] | npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:

@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import random
 import re
 import threading
 import time
@@ -50,8 +51,15 @@ class CapturedSample:
 class CaptureStore:
     """Bounded folder of captured samples, oldest evicted beyond the budget."""
 
-    def __init__(self, config: CaptureConfig, directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: CaptureConfig,
+        directory: Path | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.config = config
+        # Draws for the random sample; tests pass a seeded one.
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - not security
         self.directory = Path(directory if directory is not None else config.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.counters: Counter[str] = Counter()
@@ -95,18 +103,33 @@ class CaptureStore:
         raised: Sequence[str],
         model_name: str,
         model_version: int,
+        capture_below: float | None = None,
     ) -> CapturedSample | None:
-        """Keep the sample if the config asks for it (low confidence, or drift raised)."""
+        """Keep the sample if the config asks for it: low confidence, drift raised, or drawn
+        at random (``random_sample_rate``); every kept sample counts against the file and
+        byte budgets like any other.
+
+        ``capture_below`` is the serving model's own level (its spec's ``capture_below``);
+        the config's ``low_confidence_below`` wins over it when set.
+        """
         if not self.config.enabled:
             return None
+        rate = self.config.random_sample_rate
+        # Drawn for every sample, so one sample in 1/rate is kept whatever its confidence;
+        # a sample kept for another reason keeps that reason (the queue ranks it first).
+        drawn = rate > 0 and self._rng.random() < rate
         reason = None
-        if self.config.low_confidence and prediction.confidence < self.config.low_confidence_below:
+        if self.config.low_confidence and prediction.confidence < (
+            self.config.low_confidence_level(capture_below)
+        ):
             reason = "low_confidence"
         elif self.config.drift_windows and raised:
             self._since_drift += 1
             if self._since_drift >= self.config.drift_every:
                 self._since_drift = 0
                 reason = "drift"
+        if reason is None and drawn:
+            reason = "random"
         if reason is None:
             return None
         try:

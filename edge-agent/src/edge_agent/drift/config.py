@@ -12,6 +12,9 @@ from edge_agent.config.base import ConfigModel
 DetectorName = Literal["features", "class_ratio", "confidence", "embedding", "accuracy", "errors"]
 FeatureMetric = Literal["psi", "js", "wasserstein"]
 
+# Low-confidence capture level for a model whose spec carries no measured `capture_below`.
+FALLBACK_LOW_CONFIDENCE = 0.6
+
 ALL_DETECTORS: tuple[DetectorName, ...] = (
     "features",
     "class_ratio",
@@ -212,8 +215,23 @@ class CaptureConfig(ConfigModel):
         title="Capture low confidence",
         description="Keep samples whose prediction confidence is below `low_confidence_below`.",
     )
-    low_confidence_below: float = Field(
-        default=0.6, gt=0, le=1, title="Low-confidence level", description="Confidence cut."
+    low_confidence_below: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        title="Low-confidence level",
+        description="Confidence cut. Unset uses the serving model's `capture_below` (the "
+        "quantile of its held-out confidence stored in its spec, followed on every model "
+        f"swap), or {FALLBACK_LOW_CONFIDENCE} for a model without one; a value here wins.",
+    )
+    random_sample_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        title="Random sample rate",
+        description="Also keep this share of all samples, drawn at random whatever their "
+        "confidence (reason `random` unless another reason keeps them), so the labelling "
+        "queue is never empty by construction; 0 disables.",
     )
     drift_windows: bool = Field(
         default=True,
@@ -251,6 +269,14 @@ class CaptureConfig(ConfigModel):
     upload_timeout_s: float = Field(
         default=30.0, gt=0, title="Upload timeout", description="Seconds per HTTP request."
     )
+
+    def low_confidence_level(self, model_capture_below: float | None) -> float:
+        """The cut in force: this config's value, else the model's, else the fallback."""
+        if self.low_confidence_below is not None:
+            return self.low_confidence_below
+        if model_capture_below is not None:
+            return model_capture_below
+        return FALLBACK_LOW_CONFIDENCE
 
 
 class DriftConfig(ConfigModel):

@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from edge_agent.drift.accuracy import AccuracyDetector, ErrorRateDetector, ForecastJoin
+from edge_agent.drift.accuracy import (
+    AccuracyDetector,
+    ErrorRateDetector,
+    ForecastJoin,
+    Outcome,
+    labelled_accuracy,
+)
 from edge_agent.drift.alerts import AlertGate, DriftVerdict, Evaluation, rank
 from edge_agent.drift.capture import CaptureStore
 from edge_agent.drift.config import DriftConfig
@@ -29,6 +35,7 @@ from edge_agent.protocol.bundle import (
     SeasonalFeature,
     SeasonalHistogram,
 )
+from edge_agent.protocol.messages import LabelledAccuracy
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,7 @@ class DriftMonitor:
         model_version: int,
         join: ForecastJoin | None = None,
         capture: CaptureStore | None = None,
+        capture_below: float | None = None,
     ) -> None:
         self.detectors = list(detectors)
         self.config = config
@@ -68,6 +76,8 @@ class DriftMonitor:
         self.model_version = model_version
         self.join = join
         self.capture = capture
+        # The model's own low-confidence level (spec.capture_below); the config may override.
+        self.capture_below = capture_below
         self.gates = {
             d.name: AlertGate(
                 d.name, 1 if isinstance(d, ErrorRateDetector) else config.confirm, config.cooldown_s
@@ -76,6 +86,8 @@ class DriftMonitor:
         }
         self.samples = 0
         self.counters: Counter[str] = Counter()
+        # The last ``accuracy_window`` joined forecasts, for telemetry (whichever detectors run).
+        self._labelled: deque[Outcome] = deque(maxlen=config.accuracy_window)
         self._lock = threading.Lock()
 
     @classmethod
@@ -183,7 +195,19 @@ class DriftMonitor:
             model_version,
             ", ".join(d.name for d in detectors) or "no detectors",
         )
-        return cls(detectors, config, spec.name, model_version, join, capture)
+        if capture is not None:
+            log.info(
+                "capture for %s v%s: confidence below %.4f (%s)",
+                spec.name,
+                model_version,
+                config.capture.low_confidence_level(spec.capture_below),
+                "config"
+                if config.capture.low_confidence_below is not None
+                else "model spec"
+                if spec.capture_below is not None
+                else "fallback",
+            )
+        return cls(detectors, config, spec.name, model_version, join, capture, spec.capture_below)
 
     def observe(self, sample: SampleLike, prediction: PredictionLike) -> list[DriftVerdict]:
         """Feed one sample; the alerts (raised or cleared) it caused, usually none."""
@@ -196,6 +220,8 @@ class DriftMonitor:
                 except ValueError as e:
                     self.counters["rejected_samples"] += 1
                     log.warning("drift: sample %s not joined: %s", sample.input_id, e)
+                else:
+                    self._labelled.extend(self.join.joined)
             for detector in self.detectors:
                 try:
                     evaluation = detector.update(sample, prediction)
@@ -213,7 +239,14 @@ class DriftMonitor:
                     verdicts.append(self._verdict(detector.name, state, evaluation))
             raised = [name for name, gate in self.gates.items() if gate.raised]
         if self.capture is not None:
-            self.capture.consider(sample, prediction, raised, self.model_name, self.model_version)
+            self.capture.consider(
+                sample,
+                prediction,
+                raised,
+                self.model_name,
+                self.model_version,
+                self.capture_below,
+            )
         return verdicts
 
     def _verdict(self, detector: str, state: str, evaluation: Evaluation) -> DriftVerdict:
@@ -229,6 +262,14 @@ class DriftMonitor:
             features=features,
             summary=evaluation.summary,
         )
+
+    def labelled(self) -> LabelledAccuracy | None:
+        """Accuracy and macro-F1 over the last ``accuracy_window`` forecasts whose observation
+        arrived; None before the first one (or for a model that does not forecast)."""
+        if self.join is None:
+            return None
+        with self._lock:
+            return labelled_accuracy(list(self._labelled), len(self.join.labels))
 
     @property
     def raised(self) -> list[str]:

@@ -11,7 +11,7 @@ from edge_agent.drift.capture import CaptureStore
 from edge_agent.drift.config import DriftConfig
 from edge_agent.drift.monitor import DriftMonitor
 from edge_agent.drift.upload import SampleUploader, UploadError
-from edge_agent.protocol.messages import utc_now
+from edge_agent.protocol.messages import LabelledAccuracy, utc_now
 
 if TYPE_CHECKING:
     from edge_agent.inference.engine import InferenceEngine, Prediction
@@ -42,6 +42,7 @@ class DriftService:
     def attach(self) -> DriftService:
         self.agent.on_prediction(self.observe)
         self.agent.set_drift_provider(self.snapshot)
+        self.agent.set_labelled_provider(self.labelled)
         return self
 
     def observe(self, sample: Sample, prediction: Prediction, engine: InferenceEngine) -> None:
@@ -62,6 +63,12 @@ class DriftService:
         if monitor is None:
             return {"enabled": self.config.enabled, "detectors": [], "samples": 0}
         return {"enabled": self.config.enabled, **monitor.snapshot().model_dump(mode="json")}
+
+    def labelled(self) -> LabelledAccuracy | None:
+        """The serving model's accuracy on labelled predictions, for telemetry; a swap starts
+        it afresh with the new model's monitor."""
+        monitor = self.monitor
+        return None if monitor is None else monitor.labelled()
 
     def start_uploads(self, interval_s: float = 60.0) -> None:
         """Upload captured samples in the background when an upload URL is configured."""

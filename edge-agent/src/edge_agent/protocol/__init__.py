@@ -5,11 +5,18 @@ from edge_agent.protocol.codec import (
     canonical_json,
     decode_manifest,
     decode_message,
+    decode_rollout_record,
     encode,
     safe_decode,
 )
 from edge_agent.protocol.errors import ProtocolError, SignatureError
-from edge_agent.protocol.manifest import ReleaseManifest, Rollout, TensorSpec, rollout_bucket
+from edge_agent.protocol.manifest import (
+    ReleaseManifest,
+    Rollout,
+    RolloutRecord,
+    TensorSpec,
+    rollout_bucket,
+)
 from edge_agent.protocol.messages import (
     MESSAGE_TYPES,
     SCHEMA_VERSION,
@@ -19,6 +26,7 @@ from edge_agent.protocol.messages import (
     DriftAlert,
     DriftWindow,
     FeatureDrift,
+    LabelledAccuracy,
     Message,
     MessageBase,
     PredictionMessage,
@@ -48,12 +56,14 @@ __all__ = [
     "DriftAlert",
     "DriftWindow",
     "FeatureDrift",
+    "LabelledAccuracy",
     "Message",
     "MessageBase",
     "PredictionMessage",
     "ProtocolError",
     "ReleaseManifest",
     "Rollout",
+    "RolloutRecord",
     "SignatureError",
     "SigningKey",
     "StatusMessage",
@@ -67,6 +77,7 @@ __all__ = [
     "check_ident",
     "decode_manifest",
     "decode_message",
+    "decode_rollout_record",
     "encode",
     "key_id",
     "load_public_key",

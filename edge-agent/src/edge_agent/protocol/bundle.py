@@ -214,6 +214,21 @@ class ModelSpec(WireModel):
     embedding_output: Name | None = None
     positive_label: Label | None = None
     decision_threshold: float | None = Field(default=None, ge=0, le=1)
+    capture_below: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Capture frames whose top-class probability is below this: the "
+        "`capture_quantile` quantile of the top probability on held-out data. Absent in "
+        "older specs; the device then falls back to its own default.",
+    )
+    capture_quantile: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Which quantile of the held-out top probability `capture_below` is "
+        "(0.1: about one in-distribution frame in ten is below it).",
+    )
     preprocessing: Preprocessing
     drift: DriftBaseline = Field(default_factory=DriftBaseline)
     data_version: Name | None = Field(default=None, description="Hash of the training data.")
@@ -231,6 +246,8 @@ class ModelSpec(WireModel):
             raise ValueError(f"embedding_output {self.embedding_output!r} not in outputs")
         if self.positive_label is not None and self.positive_label not in self.labels:
             raise ValueError(f"positive_label {self.positive_label!r} not in labels")
+        if self.capture_quantile is not None and self.capture_below is None:
+            raise ValueError("capture_quantile needs capture_below")
         return self
 
     def to_metadata(self) -> dict[str, str]:

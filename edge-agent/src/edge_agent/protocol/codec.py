@@ -9,7 +9,7 @@ from typing import Any, Final
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from edge_agent.protocol.errors import ProtocolError
-from edge_agent.protocol.manifest import ReleaseManifest
+from edge_agent.protocol.manifest import ReleaseManifest, RolloutRecord
 from edge_agent.protocol.messages import (
     MESSAGE_TYPES,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -108,6 +108,15 @@ def decode_manifest(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Re
         return ReleaseManifest.model_validate(data)
     except ValidationError as e:
         raise ProtocolError(describe_validation_error("release manifest", e)) from e
+
+
+def decode_rollout_record(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> RolloutRecord:
+    """Parse one staged-rollout record (the fleet's rollout history)."""
+    data = _load_object(payload, max_bytes)
+    try:
+        return RolloutRecord.model_validate(data)
+    except ValidationError as e:
+        raise ProtocolError(describe_validation_error("rollout record", e)) from e
 
 
 def safe_decode(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message | ProtocolError:

@@ -38,6 +38,17 @@ class Rollout(WireModel):
     devices: list[Ident] = Field(default_factory=list, max_length=10_000)
     wave: int = Field(default=0, ge=0, description="Rollout wave this manifest belongs to.")
 
+    def reaches(self, device_id: str, groups: frozenset[str] | set[str], model: str) -> bool:
+        """Whether a device of ``model`` (member of ``groups``) is in this audience.
+
+        Named devices and groups are always in; every other device is in when its stable
+        bucket (a hash of the device id and the model name, see ``rollout_bucket``) lies
+        below ``percent``. A release to groups alone therefore carries ``percent`` 0.
+        """
+        if device_id in self.devices or groups.intersection(self.groups):
+            return True
+        return rollout_bucket(device_id, model) < self.percent
+
 
 class ReleaseManifest(WireModel):
     """Signed description of one model release, published retained on its release topic.
@@ -80,15 +91,8 @@ class ReleaseManifest(WireModel):
         return self
 
     def targets(self, device_id: str, groups: frozenset[str] | set[str]) -> bool:
-        """Whether this release is meant for ``device_id`` (member of ``groups``).
-
-        Pinned devices and named groups are always in; otherwise a stable hash of the
-        device id and release id places the device inside or outside ``percent``.
-        """
-        rollout = self.rollout
-        if device_id in rollout.devices or groups.intersection(rollout.groups):
-            return True
-        return rollout_bucket(device_id, self.model) < rollout.percent
+        """Whether this release is meant for ``device_id`` (member of ``groups``)."""
+        return self.rollout.reaches(device_id, groups, self.model)
 
 
 def rollout_bucket(device_id: str, model: str) -> float:
@@ -98,3 +102,29 @@ def rollout_bucket(device_id: str, model: str) -> float:
     """
     digest = hashlib.sha256(f"{model}:{device_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+RolloutAction = Literal["started", "advanced", "done", "aborted", "restored", "stopped"]
+
+
+class RolloutRecord(WireModel):
+    """One step of a staged rollout, published by the release tooling for the fleet's history.
+
+    Sent (QoS 1, not retained) on ``{root}/releases/{model}/rollout``: devices never
+    subscribe there; the fleet service stores every record under its ``release_id``.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["rollout"] = "rollout"
+    release_id: Name
+    model: Ident
+    version: Version
+    seq: int = Field(ge=0, le=2**62, description="Order of the record within its rollout.")
+    ts: UtcDatetime
+    action: RolloutAction
+    wave: int = Field(ge=0, le=1000)
+    audience: Annotated[str, StringConstraints(max_length=1024)] = ""
+    reason: Annotated[str, StringConstraints(max_length=2048)] = ""
+    restored_release_id: Name | None = None
+    restored_version: Version | None = None
+    publisher: Name

@@ -77,6 +77,18 @@ class StatusMessage(MessageBase):
     )
 
 
+class LabelledAccuracy(WireModel):
+    """Quality of the predictions whose true label has arrived (a weather station observes
+    the condition its forecast was for ``horizon_s`` later), over the device's accuracy
+    window: the last ``drift.accuracy_window`` labelled predictions of the serving model."""
+
+    accuracy: float = Field(ge=0, le=1, description="Share of labelled predictions right.")
+    macro_f1: float = Field(
+        ge=0, le=1, description="Mean F1 over the labels seen in the window, predicted or true."
+    )
+    n: int = Field(ge=1, description="Labelled predictions in the window.")
+
+
 class TelemetryMessage(MessageBase):
     """Health of the device and of the agent, sent every few seconds."""
 
@@ -97,6 +109,10 @@ class TelemetryMessage(MessageBase):
     )
     model_name: Ident | None = None
     model_version: Version | None = None
+    labelled: LabelledAccuracy | None = Field(
+        default=None,
+        description="Accuracy on labelled predictions; absent while none is labelled.",
+    )
 
 
 class PredictionMessage(MessageBase):

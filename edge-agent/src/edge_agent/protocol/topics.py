@@ -13,6 +13,7 @@ IDENT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _IDENT = re.compile(IDENT_PATTERN)
 DEFAULT_ROOT = "mlops"
 RELEASES = "releases"
+ROLLOUT = "rollout"
 
 
 class Channel(StrEnum):
@@ -73,6 +74,13 @@ class TopicTree:
 
     def all_releases(self) -> str:
         return f"{self.root}/{RELEASES}/+"
+
+    def rollout_log(self, model: str) -> str:
+        """Where the release tooling records a model's rollout steps (devices never listen)."""
+        return f"{self.release(model)}/{ROLLOUT}"
+
+    def all_rollout_logs(self) -> str:
+        return f"{self.root}/{RELEASES}/+/{ROLLOUT}"
 
     def fleet_filter(self, channel: Channel, site: str = "+") -> str:
         """Subscription filter for one channel of every device (of one site)."""

@@ -21,6 +21,7 @@ from edge_agent.protocol import (
     Channel,
     Command,
     CommandAck,
+    LabelledAccuracy,
     MessageBase,
     PredictionMessage,
     StatusMessage,
@@ -43,6 +44,7 @@ PredictionObserver = Callable[[Sample, Prediction, InferenceEngine], None]
 Predictor = Callable[[ModelSlot, Sample], tuple[Prediction, InferenceEngine]]
 VersionOf = Callable[[InferenceEngine], int]
 DriftProvider = Callable[[], dict[str, object]]
+LabelledProvider = Callable[[], LabelledAccuracy | None]
 
 
 def broker_endpoint(config: DeviceConfig) -> BrokerEndpoint:
@@ -71,6 +73,8 @@ class EdgeAgent:
       outbox; the agent stamps device id and seq.
     - ``set_predictor(fn)``, ``set_version_of(fn)``, ``set_drift_provider(fn)``: let the
       updater route calls during probation, name the serving version, fill ``/drift``.
+    - ``set_labelled_provider(fn)``: accuracy on labelled predictions for telemetry (the
+      drift service's forecast join); ``fn()`` returns None while nothing is labelled.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class EdgeAgent:
         self._predictor: Predictor = lambda slot, sample: slot.predict(sample)
         self._version_of: VersionOf = lambda _engine: config.model.version
         self.drift_provider: DriftProvider | None = None
+        self.labelled_provider: LabelledProvider | None = None
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=256)
         self._min_interval = 1.0 / (config.limits.max_predictions_per_s or float("inf"))
         self._stopped = threading.Event()
@@ -144,6 +149,19 @@ class EdgeAgent:
 
     def set_drift_provider(self, provider: DriftProvider) -> None:
         self.drift_provider = provider
+
+    def set_labelled_provider(self, provider: LabelledProvider) -> None:
+        self.labelled_provider = provider
+
+    def _labelled(self) -> LabelledAccuracy | None:
+        if self.labelled_provider is None:
+            return None
+        try:
+            return self.labelled_provider()
+        except Exception:  # a provider's bug must not stop telemetry
+            self.counters["labelled_errors"] += 1
+            log.exception("labelled-accuracy provider failed")
+            return None
 
     def publish_event(self, message: M) -> int | None:
         """Queue ``message`` on its channel; returns its seq, or None if the outbox dropped it."""
@@ -294,6 +312,7 @@ class EdgeAgent:
             dropped=dropped,
             model_name=engine.spec.name,
             model_version=self._version_of(engine),
+            labelled=self._labelled(),
         )
 
     def _telemetry_worker(self, stopping: threading.Event) -> None:

@@ -13,7 +13,13 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cloud_trainer.fleet.consumer.writer import BatchWriter, Received, ReleaseSeen, WriterSettings
+from cloud_trainer.fleet.consumer.writer import (
+    BatchWriter,
+    Received,
+    ReleaseSeen,
+    RolloutSeen,
+    WriterSettings,
+)
 from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.store import Envelope, FleetStore, StoredAlert
 from edge_agent.comms.mqtt import Ack, BrokerEndpoint, MqttLink, shared_filter
@@ -23,6 +29,7 @@ from edge_agent.protocol import (
     StatusMessage,
     TopicTree,
     decode_manifest,
+    decode_rollout_record,
     key_id,
     safe_decode,
     verify_manifest,
@@ -116,6 +123,7 @@ class FleetConsumer:
             self.link.subscribe_acked(topic_filter, self._on_device_message)
         # Releases are retained and few: every instance reads them all (upserts are idempotent).
         self.link.subscribe_acked(self.tree.all_releases(), self._on_release)
+        self.link.subscribe_acked(self.tree.all_rollout_logs(), self._on_rollout_record)
         self.writer.start()
         self.link.start(timeout=timeout)
         if timeout is not None:
@@ -202,6 +210,14 @@ class FleetConsumer:
             return
         self.metrics.inc("fleet_releases_seen_total")
         self._enqueue(Received(ReleaseSeen(manifest, time.time()), ack), topic)
+
+    def _on_rollout_record(self, topic: str, payload: bytes, ack: Ack) -> None:
+        try:
+            record = decode_rollout_record(payload)
+        except ProtocolError as e:
+            self._reject("bad_rollout_record", topic, str(e), ack)
+            return
+        self._enqueue(Received(RolloutSeen(record, time.time()), ack), topic)
 
     def _enqueue(self, received: Received, topic: str) -> None:
         # Blocking here holds back paho's reads, so the broker queues for us (backpressure);

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.store import Envelope, FleetStore, IngestResult, StoredAlert
 from edge_agent.comms.mqtt import Ack
-from edge_agent.protocol import ReleaseManifest
+from edge_agent.protocol import ReleaseManifest, RolloutRecord
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,16 @@ class ReleaseSeen:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutSeen:
+    record: RolloutRecord
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Received:
     """One message taken from the broker, with the acknowledgement to send once stored."""
 
-    item: Envelope | ReleaseSeen
+    item: Envelope | ReleaseSeen | RolloutSeen
     ack: Ack
 
 
@@ -145,13 +151,16 @@ class BatchWriter:
                 self._idle.notify_all()
             self._maybe_prune()
 
-    def _write(self, items: list[Envelope | ReleaseSeen]) -> bool:
+    def _write(self, items: list[Envelope | ReleaseSeen | RolloutSeen]) -> bool:
         """Store the batch; False when it was given up at shutdown (not acknowledged, so
         the broker sends it again to the next instance that takes the session)."""
         envelopes = [i for i in items if isinstance(i, Envelope)]
         releases = [i for i in items if isinstance(i, ReleaseSeen)]
         for seen in releases:
             if self._retrying(self._release_writer(seen)) is None:
+                return False
+        for step in [i for i in items if isinstance(i, RolloutSeen)]:
+            if self._retrying(self._rollout_writer(step)) is None:
                 return False
         if not envelopes:
             return True
@@ -171,6 +180,13 @@ class BatchWriter:
     def _release_writer(self, seen: ReleaseSeen) -> Callable[[], bool]:
         def write() -> bool:
             self.store.record_release(seen.manifest, seen.seen_at)
+            return True
+
+        return write
+
+    def _rollout_writer(self, seen: RolloutSeen) -> Callable[[], bool]:
+        def write() -> bool:
+            self.store.record_rollout(seen.record, seen.seen_at)
             return True
 
         return write

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -79,12 +79,43 @@ def open_engine(url: str) -> Engine:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 metadata.create_all(conn)
+                add_missing_columns(conn)
     except OperationalError as e:
         engine.dispose()
         where = parsed.render_as_string(hide_password=True)
         raise StoreError(f"cannot reach the fleet database {where}: {e.orig}") from e
+    except StoreError:
+        engine.dispose()
+        raise
     log.info("fleet store ready: %s", parsed.render_as_string(hide_password=True))
     return engine
+
+
+def add_missing_columns(conn: Connection) -> None:
+    """Bring a database an older release made up to this schema.
+
+    ``create_all`` adds missing tables but never alters one that exists, so columns added to
+    a table since (always nullable, e.g. the telemetry's ``accuracy``) are added here, with
+    NULL in the rows already there. Anything else missing is refused, not guessed at.
+    """
+    inspector = inspect(conn)
+    preparer = conn.dialect.identifier_preparer
+    if_not_exists = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable or column.primary_key or column.server_default is not None:
+                raise StoreError(
+                    f"the fleet database's {table.name} table lacks column {column.name}, "
+                    "which cannot be added to the rows already there"
+                )
+            conn.exec_driver_sql(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {if_not_exists}"
+                f"{preparer.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
+            )
+            log.warning("fleet store: added column %s.%s", table.name, column.name)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from cloud_trainer.fleet.store import queries
 from cloud_trainer.fleet.store import schema as t
 from cloud_trainer.fleet.store.engine import open_engine, upsert, write_transaction
 from cloud_trainer.fleet.store.ingest import Envelope, IngestResult, ingest_batch
-from edge_agent.protocol import Command, ReleaseManifest
+from edge_agent.protocol import Command, ReleaseManifest, RolloutRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,31 @@ class FleetStore:
                 ins.on_conflict_do_update(
                     index_elements=[t.releases.c.release_id],
                     set_={"wave": ex.wave, "rollout": ex.rollout, "manifest": ex.manifest},
+                )
+            )
+
+    def record_rollout(self, record: RolloutRecord, received_at: float) -> None:
+        """Keep one rollout step; the same step delivered twice is stored once."""
+        values = {
+            "release_id": record.release_id,
+            "seq": record.seq,
+            "model_name": record.model,
+            "version": record.version,
+            "ts": record.ts.timestamp(),
+            "action": record.action,
+            "wave": record.wave,
+            "audience": record.audience,
+            "reason": record.reason,
+            "restored_release_id": record.restored_release_id,
+            "restored_version": record.restored_version,
+            "publisher": record.publisher,
+            "received_at": received_at,
+        }
+        with write_transaction(self.engine) as conn:
+            ins = upsert(conn, t.rollout_log).values(values)
+            conn.execute(
+                ins.on_conflict_do_nothing(
+                    index_elements=[t.rollout_log.c.release_id, t.rollout_log.c.seq]
                 )
             )
 

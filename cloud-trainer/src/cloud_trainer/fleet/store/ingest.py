@@ -199,8 +199,12 @@ def _apply_status(conn: Connection, msg: StatusMessage) -> None:
 
 
 def _telemetry_row(msg: TelemetryMessage) -> dict[str, Any]:
-    row = msg.model_dump(exclude={"schema_version", "type", "open_fds"})
+    row = msg.model_dump(exclude={"schema_version", "type", "open_fds", "labelled"})
     row["ts"] = _ts(msg)
+    labelled = msg.labelled
+    row["accuracy"] = None if labelled is None else labelled.accuracy
+    row["macro_f1"] = None if labelled is None else labelled.macro_f1
+    row["labelled_n"] = None if labelled is None else labelled.n
     return row
 
 

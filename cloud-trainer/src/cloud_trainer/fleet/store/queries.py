@@ -174,6 +174,19 @@ def _outcomes(conn: Connection, release_ids: list[str]) -> dict[str, list[dict[s
     return found
 
 
+def _history(conn: Connection, release_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each release's rollout steps in the order they were taken."""
+    h = t.rollout_log.c
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if not release_ids:
+        return found
+    query = select(t.rollout_log).where(h.release_id.in_(release_ids))
+    for row in conn.execute(query.order_by(h.release_id, h.seq)):
+        item = _dict(row)
+        found[item.pop("release_id")].append(item)
+    return found
+
+
 def list_releases(
     conn: Connection, model: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
@@ -183,10 +196,12 @@ def list_releases(
     if model is not None:
         query = query.where(rel.model_name == model)
     rows = [_dict(r) for r in conn.execute(query)]
-    outcomes = _outcomes(conn, [r["release_id"] for r in rows])
+    ids = [r["release_id"] for r in rows]
+    outcomes, history = _outcomes(conn, ids), _history(conn, ids)
     for row in rows:
         row.pop("manifest", None)
         row["devices"] = outcomes.get(row["release_id"], [])
+        row["history"] = history.get(row["release_id"], [])
         counts: dict[str, int] = defaultdict(int)
         for device in row["devices"]:
             counts[device["state"]] += 1
@@ -200,6 +215,7 @@ def get_release(conn: Connection, release_id: str) -> dict[str, Any] | None:
         return None
     item = _dict(row)
     item["devices"] = _outcomes(conn, [release_id]).get(release_id, [])
+    item["history"] = _history(conn, [release_id]).get(release_id, [])
     return item
 
 

@@ -72,6 +72,10 @@ telemetry = Table(
     Column("dropped", JSON, nullable=False, default=dict),
     Column("model_name", ID),
     Column("model_version", Integer),
+    # Accuracy on labelled predictions (TelemetryMessage.labelled); null while none is labelled.
+    Column("accuracy", Float),
+    Column("macro_f1", Float),
+    Column("labelled_n", Integer),
     Index("ix_telemetry_device_ts", "device_id", "ts"),
     Index("ix_telemetry_ts", "ts"),
 )
@@ -230,4 +234,24 @@ drift_episodes = Table(
     Column("model_version", Integer, nullable=False),
     Column("opened_at", Float, nullable=False),
     Column("alert_id", Integer, nullable=False),
+)
+
+# Each step of a staged rollout (started, advanced, aborted, restored, done), as recorded by
+# the release tooling: the history that stays after the retained release has moved on.
+rollout_log = Table(
+    "rollout_log",
+    metadata,
+    Column("release_id", String(128), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("model_name", ID, nullable=False, index=True),
+    Column("version", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("wave", Integer, nullable=False),
+    Column("audience", Text, nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("restored_release_id", String(128)),
+    Column("restored_version", Integer),
+    Column("publisher", String(128), nullable=False),
+    Column("received_at", Float, nullable=False),
 )

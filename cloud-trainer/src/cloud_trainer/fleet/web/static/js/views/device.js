@@ -11,6 +11,9 @@ const CHARTS = [
   ["Inference latency", "ms", ["p50", "p95"], (t) => [t.inference_p50_ms, t.inference_p95_ms]],
   ["Frames per second", "fps", ["fps"], (t) => [t.fps]],
 ];
+// Accuracy on labelled predictions (weather stations, whose labels arrive later): charted
+// only once the device reports it, with n, the labelled predictions behind the latest point.
+const QUALITY = ["Labelled accuracy", "0–1", ["accuracy", "macro-F1"]];
 const STATE_KIND = { committed: "good", done: "good", failed: "bad", rolled_back: "bad", rejected: "bad", refused: "muted" };
 
 function header(d, now) {
@@ -78,6 +81,8 @@ function actions(device, ctx, onSent) {
 export async function mountDevice(root, route, ctx) {
   const id = route.arg;
   const charts = CHARTS.map(([title, unit, names, pick, range]) => ({ chart: timeChart(title, unit, names, range), pick }));
+  const chartBox = el("div", { class: "charts" }, charts.map((c) => c.chart.node));
+  let quality = null;
   const facts = el("div");
   const predictions = el("div");
   const drift = el("div");
@@ -90,7 +95,7 @@ export async function mountDevice(root, route, ctx) {
       el("h1", { text: id })),
     el("div", { class: "page" },
       facts,
-      card("Telemetry, last 24 h", el("div", { class: "charts" }, charts.map((c) => c.chart.node))),
+      card("Telemetry, last 24 h", chartBox),
       el("div", { class: "columns" },
         card("Predictions, last 24 h", predictions),
         card("Drift: score against threshold", drift)),
@@ -113,6 +118,21 @@ export async function mountDevice(root, route, ctx) {
     for (const { chart, pick } of charts) {
       const values = data.telemetry.map(pick);
       chart.update(xs, values.length ? values[0].map((_, i) => values.map((v) => v[i])) : pick({}).map(() => []));
+    }
+    const labelled = data.telemetry.filter((t) => t.labelled_n != null);
+    if (labelled.length && !quality) {
+      const [title, unit, names] = QUALITY;
+      quality = { chart: timeChart(title, unit, names, [0, 1]), note: el("p", { class: "chart-note muted" }) };
+      quality.chart.node.append(quality.note);
+      chartBox.append(quality.chart.node);
+    }
+    if (quality) {
+      quality.chart.update(xs, [data.telemetry.map((t) => t.accuracy ?? null), data.telemetry.map((t) => t.macro_f1 ?? null)]);
+      const last = labelled[labelled.length - 1];
+      quality.note.dataset.n = last ? String(last.labelled_n) : "0";
+      quality.note.textContent = last
+        ? `latest: accuracy ${last.accuracy.toFixed(3)} · macro-F1 ${last.macro_f1.toFixed(3)} · n = ${last.labelled_n}`
+        : "No labelled predictions in this window.";
     }
     const versions = data.predictions.versions;
     clear(predictions).append(versions.length
@@ -146,6 +166,6 @@ export async function mountDevice(root, route, ctx) {
     onLive(kind, data) {
       if (kind === "commands" || kind === "alerts" || (kind === "devices" && data.changed.includes(id))) refreshSoon();
     },
-    destroy() { charts.forEach((c) => c.chart.destroy()); },
+    destroy() { charts.forEach((c) => c.chart.destroy()); if (quality) quality.chart.destroy(); },
   };
 }
