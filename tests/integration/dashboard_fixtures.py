@@ -16,7 +16,15 @@ from cloud_trainer.fleet.store import sqlite_url
 from cloud_trainer.release.publisher import ReleaseChannel
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink
-from edge_agent.protocol import ReleaseManifest, Rollout, SigningKey, TopicTree, UpdateState
+from edge_agent.protocol import (
+    ReleaseManifest,
+    Rollout,
+    RolloutRecord,
+    SigningKey,
+    TopicTree,
+    UpdateState,
+    encode,
+)
 from tests.support.samples import sample_manifest
 
 TOKEN = "operator-token-0123456789"
@@ -66,7 +74,21 @@ def _publish_releases(endpoint: BrokerEndpoint, root: str, key: SigningKey) -> N
     try:
         channel = ReleaseChannel(link, TopicTree(root), key)
         channel.publish(_release(key, 3, now - timedelta(days=2), 100.0))
-        channel.publish(_release(key, 4, now - timedelta(hours=1), 25.0))
+        v4 = channel.publish(_release(key, 4, now - timedelta(hours=1), 25.0))
+        step = RolloutRecord(
+            release_id=v4.release_id,
+            model=v4.model,
+            version=v4.version,
+            seq=0,
+            ts=now - timedelta(hours=1),
+            action="started",
+            wave=0,
+            audience="25% of the fleet",
+            reason="wave 0 published",
+            publisher=v4.publisher,
+        )
+        topic = TopicTree(root).rollout_log(v4.model)
+        assert link.publish(topic, encode(step), qos=1).wait(10), "rollout record not sent"
     finally:
         link.stop()
 
@@ -124,6 +146,7 @@ def start_dashboard_fleet(
         store = service.store
         wait_until(lambda: store.counts()["update_events"] == 4, what="update events stored")
         wait_until(lambda: store.counts()["releases"] == 2, what="releases stored")
+        wait_until(lambda: store.counts()["rollout_log"] == 1, what="rollout history stored")
         wait_until(lambda: store.counts()["drift_alerts"] == 2, what="drift alerts stored")
         wait_until(
             lambda: store.counts()["telemetry"] == HISTORY_POINTS * len(fleet.devices),

@@ -116,6 +116,8 @@ def test_a_canary_publish_reaches_the_canary_group_only(
         assert current is not None and current.rollout.percent == 0
         assert current.rollout.groups == ["canary"]
         canary.wait_for(lambda e: e.to_version == 2 and e.state is UpdateState.COMMITTED)
+        serving = canary.slot.current.path  # loaded from staging, reported where it now lives
+        assert serving.is_file() and serving.parent.name == "versions", serving
         other.wait_for(lambda e: e.to_version == 2 and e.state is UpdateState.REFUSED)
         time.sleep(0.5)  # give a wrongly targeted device time to start downloading
         assert untouched_by(other, 2)

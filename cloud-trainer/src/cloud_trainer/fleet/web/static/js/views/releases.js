@@ -5,12 +5,32 @@ import { el, clear, ago, when, badge, card, table, throttle } from "../dom.js";
 const OUTCOME_KIND = { committed: "good", failed: "bad", rolled_back: "bad", refused: "muted", idle: "muted" };
 const LADDER = [5, 10, 25, 50, 100];
 
+const STEP_KIND = { started: "", advanced: "good", done: "good", aborted: "bad", restored: "warn", stopped: "muted" };
+
+// The same words as the release CLI: named groups and devices, plus a share of the others.
 function audience(r) {
   const rollout = r.rollout || {};
-  const parts = [`${rollout.percent ?? 100}% of the fleet`];
+  const parts = [];
   if (rollout.groups?.length) parts.push(`groups ${rollout.groups.join(", ")}`);
   if (rollout.devices?.length) parts.push(`devices ${rollout.devices.join(", ")}`);
-  return parts.join(" · ");
+  const percent = rollout.percent ?? 100;
+  if (percent >= 100) parts.push(parts.length ? "every other device" : "every device");
+  else if (percent > 0) parts.push(`${percent}% of the ${parts.length ? "others" : "fleet"}`);
+  return parts.join(" + ") || "no device";
+}
+
+// The rollout's steps as the release tooling recorded them: waves, the abort and its reason,
+// what was restored and why.
+function history(r, now) {
+  if (!r.history?.length) return null;
+  return el("ol", { class: "rollout-history" }, r.history.map((s) => el(
+    "li", { dataset: { action: s.action } },
+    badge(s.action, STEP_KIND[s.action] || ""),
+    el("span", { text: ` wave ${s.wave}` }),
+    s.audience ? el("span", { class: "muted", text: ` · ${s.audience}` }) : null,
+    el("span", { text: s.reason ? ` · ${s.reason}` : "" }),
+    el("span", { class: "muted", title: when(s.ts), text: ` · ${ago(s.ts, now)}` }),
+  )));
 }
 
 function outcomes(r) {
@@ -68,10 +88,12 @@ function releaseBlock(r, isCurrent, ctx, done) {
     el("div", { class: "release-head" },
       el("strong", { class: "mono", text: r.release_id }),
       isCurrent ? badge("current", "good") : badge("superseded", "muted"),
+      r.history?.some((s) => s.action === "aborted") ? badge("aborted", "bad") : null,
       badge(`wave ${r.wave}`),
       el("span", { text: `v${r.version} · ${r.channel} · ${audience(r)}` }),
       el("span", { class: "muted", title: when(r.created), text: `published ${ago(r.created, now)}` })),
     outcomes(r),
+    history(r, now),
     isCurrent && ctx.caps.release_actions ? el("div", { class: "actions" }, promoteControl(r, ctx, done)) : null,
     table(["Device", "Outcome", "Updated", "Reason"], r.devices.map((d) => el(
       "tr", { dataset: { device: d.device_id } },
