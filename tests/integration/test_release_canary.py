@@ -28,6 +28,9 @@ pytestmark = pytest.mark.integration
 __all__ = ["fleet"]
 
 TOKEN = "operator-token-canary-0123456789"
+# The fixture's smoke budget is tight on purpose for its own tests; here a loaded machine must
+# not turn a probation verdict into a smoke failure.
+SMOKE = {"latency_budget_factor": 1.0}
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -95,8 +98,8 @@ def test_a_canary_publish_reaches_the_canary_group_only(
         answer = httpx.post(f"{service.base_url}/api/devices", json=body, headers=auth)
         assert answer.status_code == 201, answer.text
     v1, v2 = fleet.model("v1"), fleet.model("v2", bias=0.01)
-    canary = fleet.device(tmp_path / "a", v1, device_id="cam-01", groups=["canary"])
-    other = fleet.device(tmp_path / "b", v1, device_id="cam-02")
+    canary = fleet.device(tmp_path / "a", v1, device_id="cam-01", groups=["canary"], smoke=SMOKE)
+    other = fleet.device(tmp_path / "b", v1, device_id="cam-02", smoke=SMOKE)
     try:
         model = ["--file", str(v2), "--file-version", "2"]
         # No audience named: refused, nothing published.
@@ -140,9 +143,9 @@ def test_an_aborted_rollout_restores_the_last_committed_release_and_keeps_its_hi
     good, flipped = fleet.model("v2", bias=0.01), fleet.model("flipped", bias=20.0)
     probation = {"max_disagreement": 0.2}
     canary = fleet.device(
-        tmp_path / "a", v1, device_id="cam-01", groups=["canary"], probation=probation
+        tmp_path / "a", v1, device_id="cam-01", groups=["canary"], probation=probation, smoke=SMOKE
     )
-    other = fleet.device(tmp_path / "b", v1, device_id="cam-02", probation=probation)
+    other = fleet.device(tmp_path / "b", v1, device_id="cam-02", probation=probation, smoke=SMOKE)
     devices = (canary, other)
     try:
         everyone = ReleaseTarget(percent=100.0)

@@ -156,7 +156,8 @@ def test_a_flipped_release_never_answers_in_shadow_probation(
     shadow-first probation keeps every one of its answers off the wire."""
     v1, flipped = fleet.model("v1"), fleet.model("v2", bias=20.0)  # v2 says dog to red frames
     probation = {"mode": mode, "shadow": True, "max_disagreement": 0.2, "frames": 40}
-    with running_agent(fleet, tmp_path, v1, probation=probation) as running:
+    smoke = {"latency_budget_factor": 1.0}  # judged by probation here, not by a loaded smoke
+    with running_agent(fleet, tmp_path, v1, probation=probation, smoke=smoke) as running:
         manifest = fleet.publish(flipped, 2)
         running.wait_seen(
             UpdateEvent,
