@@ -20,9 +20,18 @@ from cloud_trainer.fleet.service import FleetService
 from cloud_trainer.fleet.settings import FleetSettings, parse_tokens
 from cloud_trainer.fleet.store import queries, sqlite_url
 from cloud_trainer.release.publisher import ReleaseTarget
-from edge_agent.protocol import UpdateState, verify_manifest
+from edge_agent.comms.mqtt import MqttLink
+from edge_agent.protocol import (
+    Channel,
+    StatusMessage,
+    UpdateState,
+    encode,
+    utc_now,
+    verify_manifest,
+)
 from tests.integration.updater_device import Device
 from tests.integration.updater_fixtures import Fleet, fleet
+from tests.support.newer_spec import from_a_newer_cloud, rewrite_spec
 
 pytestmark = pytest.mark.integration
 __all__ = ["fleet"]
@@ -215,3 +224,57 @@ def test_an_aborted_rollout_restores_the_last_committed_release_and_keeps_its_hi
     finally:
         canary.stop()
         other.stop()
+
+
+def test_a_model_old_agents_cannot_read_is_staged_to_the_agents_that_can(
+    fleet: Fleet,
+    service: FleetService,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A spec from a newer cloud (sections this agent never heard of, declared optional)
+    needs agent 0.2.0: the fleet knows cam-02 runs 0.1.0, so only cam-01 is sent it, and
+    cam-01, the current agent, reads it, skips what it does not know and commits it."""
+    link = MqttLink(fleet.endpoint, client_id=f"status-{uuid.uuid4().hex[:8]}")
+    link.start()
+    try:
+        for seq, (device_id, agent) in enumerate((("cam-01", "0.2.0"), ("cam-02", "0.1.0"))):
+            status = StatusMessage(
+                device_id=device_id,
+                ts=utc_now(),
+                seq=seq,
+                state="online",
+                site="lab",
+                kind="camera",
+                agent_version=agent,
+                model_name="catdog",
+                model_version=1,
+            )
+            topic = fleet.tree.device("lab", device_id, Channel.STATUS)
+            assert link.publish(topic, encode(status), qos=1, retain=True).wait(10)
+    finally:
+        link.stop()
+    wait_until(
+        lambda: {d.get("agent_version") for d in service.store.devices()} == {"0.1.0", "0.2.0"},
+        "agent versions stored",
+    )
+    v1 = fleet.model("v1")
+    newer = rewrite_spec(fleet.model("v2", bias=0.01), from_a_newer_cloud)
+    canary = fleet.device(tmp_path / "a", v1, device_id="cam-01", smoke=SMOKE)
+    try:
+        model = ["--file", str(newer), "--file-version", "2", "--percent", "100"]
+        args = cli_args(fleet, tmp_path, "publish", *model, "--fleet-url", service.base_url)
+        assert cloud_main(args) == 0
+        out = capsys.readouterr().out
+        assert "run an agent older than 0.2.0, which this model needs: cam-02" in out
+        assert "staged only to the 1 device(s) that can read it" in out
+        current = fleet.channel.current("catdog")
+        assert current is not None
+        assert current.rollout.devices == ["cam-01"] and current.rollout.percent == 0
+        canary.wait_for(lambda e: e.to_version == 2 and e.state is UpdateState.COMMITTED)
+        # Without the fleet the tool cannot know who runs what: it says so instead.
+        args = cli_args(fleet, tmp_path, "publish", *model, "--dry-run")
+        assert cloud_main(args) == 0
+        assert "needs agent 0.2.0 or newer" in capsys.readouterr().out
+    finally:
+        canary.stop()

@@ -1,3 +1,3 @@
 """Cloud side: training pipelines, registry and releases, and the fleet service."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -9,6 +9,7 @@ or devices are named: ``--groups canary`` alone means those groups and nobody el
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,14 +51,34 @@ def describe_rule(rollout: Rollout) -> str:
     return " + ".join(parts) or "no device"
 
 
+def version_key(version: str | None) -> tuple[int, ...] | None:
+    """``"0.2.0"`` → (0, 2, 0); None for a missing or unreadable version."""
+    if not version:
+        return None
+    parts = re.findall(r"\d+", version.split("+")[0])[:3]
+    return tuple(int(p) for p in parts) if parts else None
+
+
 @dataclass(frozen=True)
 class Audience:
-    """A release's audience: the rule, and (from the fleet's device list) who matches it."""
+    """A release's audience: the rule, and (from the fleet's device list) who matches it.
+
+    ``too_old`` are reached devices whose agent is older than the model needs: they cannot
+    read its spec. ``unknown_agent`` have not reported an agent version yet.
+    """
 
     rule: str
     reached: tuple[str, ...] | None = None
     known: int | None = None
     fleet_problem: str | None = None
+    needs_agent: str | None = None
+    too_old: tuple[str, ...] = ()
+    unknown_agent: tuple[str, ...] = ()
+
+    @property
+    def readers(self) -> tuple[str, ...]:
+        """Reached devices that can read the model (or whose agent version is unknown)."""
+        return tuple(d for d in self.reached or () if d not in self.too_old)
 
     def lines(self) -> list[str]:
         out = [f"audience: {self.rule}"]
@@ -66,29 +87,47 @@ class Audience:
             out.append(f"  {len(self.reached)} of {self.known} known device(s): {names}")
         elif self.fleet_problem:
             out.append(f"  exact devices unknown: {self.fleet_problem}")
+        if self.too_old:
+            out.append(
+                f"  warning: {len(self.too_old)} device(s) run an agent older than "
+                f"{self.needs_agent}, which this model needs: {', '.join(self.too_old)}"
+            )
+        if self.unknown_agent:
+            out.append(f"  agent version not reported yet: {', '.join(self.unknown_agent)}")
         return out
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "rule": self.rule,
-            "devices": None if self.reached is None else list(self.reached),
-            "known_devices": self.known,
-            "fleet_problem": self.fleet_problem,
-        }
 
-
-def audience(model: str, rollout: Rollout, fleet_url: str | None) -> Audience:
-    """The rule of ``rollout`` and, when ``fleet_url`` answers, the devices it reaches."""
+def audience(
+    model: str, rollout: Rollout, fleet_url: str | None, needs_agent: str | None = None
+) -> Audience:
+    """The rule of ``rollout`` and, when ``fleet_url`` answers, the devices it reaches and
+    which of them run an agent older than ``needs_agent``."""
     rule = describe_rule(rollout)
     if fleet_url is None:
-        return Audience(rule, fleet_problem="no --fleet-url given")
+        return Audience(rule, fleet_problem="no --fleet-url given", needs_agent=needs_agent)
     try:
         devices = FleetClient(fleet_url).devices(model)
     except FleetUnavailable as e:
-        return Audience(rule, fleet_problem=str(e))
-    reached = tuple(
-        str(d["device_id"])
+        return Audience(rule, fleet_problem=str(e), needs_agent=needs_agent)
+    reached = [
+        d
         for d in devices
         if rollout.reaches(str(d["device_id"]), frozenset(d.get("groups") or ()), model)
+    ]
+    needed = version_key(needs_agent)
+    too_old: list[str] = []
+    unknown: list[str] = []
+    for d in reached:
+        running = version_key(d.get("agent_version"))
+        if running is None:
+            unknown.append(str(d["device_id"]))
+        elif needed is not None and running < needed:
+            too_old.append(str(d["device_id"]))
+    return Audience(
+        rule,
+        reached=tuple(str(d["device_id"]) for d in reached),
+        known=len(devices),
+        needs_agent=needs_agent,
+        too_old=tuple(too_old),
+        unknown_agent=tuple(unknown),
     )
-    return Audience(rule, reached=reached, known=len(devices))

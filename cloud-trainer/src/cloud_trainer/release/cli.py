@@ -14,13 +14,21 @@ from typing import Any
 
 from cloud_trainer.errors import UserError
 from cloud_trainer.release.artefacts import ArtefactServer, ArtefactStore
-from cloud_trainer.release.audience import AudienceError, audience, describe_rule, resolve_percent
+from cloud_trainer.release.audience import (
+    Audience,
+    AudienceError,
+    audience,
+    describe_rule,
+    resolve_percent,
+    version_key,
+)
 from cloud_trainer.release.fleet_client import FleetClient, FleetUnavailable
 from cloud_trainer.release.publisher import (
     ReleaseChannel,
     ReleaseError,
     ReleaseTarget,
     prepare_release,
+    read_metadata,
     read_spec,
     record_in_registry,
     retarget,
@@ -33,6 +41,7 @@ from edge_agent.protocol import (
     Command,
     ProtocolError,
     ReleaseManifest,
+    Rollout,
     SigningKey,
     TopicTree,
     UpdateEvent,
@@ -40,6 +49,7 @@ from edge_agent.protocol import (
     safe_decode,
     utc_now,
 )
+from edge_agent.protocol.bundle import STRICT_AGENT, required_agent
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +245,12 @@ def _target_of(args: argparse.Namespace) -> ReleaseTarget:
     )
 
 
-def _prepare(args: argparse.Namespace) -> Any:
-    version, path = _resolve(args)
+def _prepare(
+    args: argparse.Namespace,
+    target: ReleaseTarget | None = None,
+    resolved: tuple[int, Path] | None = None,
+) -> Any:
+    version, path = resolved or _resolve(args)
     try:
         return prepare_release(
             ArtefactStore(args.artefacts),
@@ -244,11 +258,50 @@ def _prepare(args: argparse.Namespace) -> Any:
             model=args.model,
             version=version,
             path=path,
-            target=_target_of(args),
+            target=target or _target_of(args),
             publisher=args.publisher,
         )
     except (ReleaseError, ValueError) as e:
         raise UserError(str(e)) from e
+
+
+def _needs_agent(path: Path, model: str) -> str:
+    """The oldest agent version that reads the model's spec (checking the file's model)."""
+    try:
+        spec = read_spec(path)
+        metadata = read_metadata(path)
+    except ReleaseError as e:
+        raise UserError(str(e)) from e
+    if spec.name != model:
+        raise UserError(f"the file holds model {spec.name!r}, not {model!r}")
+    return required_agent(metadata)
+
+
+def _readable_only(target: ReleaseTarget, seen: Audience) -> tuple[ReleaseTarget, list[str]]:
+    """Narrow the release to the reached devices whose agent can read the model."""
+    if seen.reached is None:
+        if (version_key(seen.needs_agent) or ()) > (version_key(STRICT_AGENT) or ()):
+            return target, [
+                f"note: this model needs agent {seen.needs_agent} or newer; devices on older "
+                "agents will fail it (give --fleet-url to stage it only to those that can)"
+            ]
+        return target, []
+    if not seen.too_old:
+        return target, []
+    readers = seen.readers
+    if not readers:
+        raise UserError(
+            f"none of the {len(seen.reached)} device(s) in the audience runs an agent that "
+            f"reads this model (it needs {seen.needs_agent}); upgrade the agents first"
+        )
+    narrowed = ReleaseTarget(
+        channel=target.channel,
+        percent=0.0,
+        devices=readers,
+        wave=target.wave,
+        allow_downgrade=target.allow_downgrade,
+    )
+    return narrowed, [f"staged only to the {len(readers)} device(s) that can read it"]
 
 
 def _record(manifest: Any, args: argparse.Namespace) -> None:
@@ -276,19 +329,15 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     key = _key(args.key)
     target = _target_of(args)
+    version, path = _resolve(args)
+    seen = audience(args.model, target.rollout(), args.fleet_url, _needs_agent(path, args.model))
+    target, notes = _readable_only(target, seen)
     if args.dry_run:
-        version, path = _resolve(args)
-        try:
-            spec = read_spec(path)
-        except ReleaseError as e:
-            raise UserError(str(e)) from e
-        if spec.name != args.model:
-            raise UserError(f"the file holds model {spec.name!r}, not {args.model!r}")
         _say(f"dry run: {args.model} v{version} would go to")
-        for line in audience(args.model, target.rollout(), args.fleet_url).lines():
+        for line in seen.lines() + notes:
             _say(line)
         return 0
-    manifest = _prepare(args)
+    manifest = _prepare(args, target, (version, path))
     link = _connect(args)
     try:
         signed = ReleaseChannel(link, _tree(args), key).publish(manifest)
@@ -298,7 +347,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         link.stop()
     _record(signed, args)
     _say(f"published {signed.release_id}: {signed.model} v{signed.version} {signed.sha256[:12]}")
-    for line in audience(signed.model, signed.rollout, args.fleet_url).lines():
+    for line in seen.lines() + notes:
         _say(line)
     return 0
 
@@ -338,7 +387,16 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         soak_s=args.soak_s,
         wave_timeout_s=args.wave_timeout_s,
     )
-    manifest = _prepare(args)
+    resolved = _resolve(args)
+    widest = Rollout(
+        percent=waves[-1].percent, groups=list(args.groups), devices=list(args.devices)
+    )
+    seen = audience(args.model, widest, args.fleet_url, _needs_agent(resolved[1], args.model))
+    for line in seen.lines():
+        _say(line)
+    if seen.too_old:
+        _say("  their outcomes are not counted: they cannot read this model")
+    manifest = _prepare(args, None, resolved)
     link = _connect(args)
     tree = _tree(args)
     channel = ReleaseChannel(link, tree, key)
@@ -350,6 +408,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
             policy,
             on_decision=lambda d: log.info("%s: %s", d.action, d.reason),
             restore=_restore_sources(args),
+            ignore=frozenset(seen.too_old),
         )
         decision = controller.run(manifest, _target_of(args))
     except ReleaseError as e:

@@ -33,8 +33,8 @@ class ReleaseError(Exception):
     """A release could not be built or published; the message names what was wrong."""
 
 
-def read_spec(path: Path) -> ModelSpec:
-    """The ModelSpec embedded in an ONNX file's metadata (what the device will check)."""
+def read_metadata(path: Path) -> dict[str, str]:
+    """An ONNX file's metadata properties."""
     import onnx
 
     try:
@@ -43,9 +43,13 @@ def read_spec(path: Path) -> ModelSpec:
         raise ReleaseError(f"{path}: cannot read ONNX model: {e}") from e
     except Exception as e:  # onnx's parser raises its own DecodeError types
         raise ReleaseError(f"{path}: not an ONNX model ({type(e).__name__})") from e
-    metadata = {p.key: p.value for p in proto.metadata_props}
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """The ModelSpec embedded in an ONNX file's metadata (what the device will check)."""
     try:
-        return ModelSpec.from_metadata(metadata)
+        return ModelSpec.from_metadata(read_metadata(path))
     except ProtocolError as e:
         raise ReleaseError(f"{path}: {e}") from e
 

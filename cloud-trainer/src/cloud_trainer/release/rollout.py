@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -132,6 +132,7 @@ class RolloutController:
         policy: RolloutPolicy,
         on_decision: Callable[[Decision], None] | None = None,
         restore: Sequence[RestoreSource] = (),
+        ignore: Collection[str] = (),
     ) -> None:
         self.link = link
         self.tree = tree
@@ -140,6 +141,7 @@ class RolloutController:
         self.tally = Tally()
         self.on_decision = on_decision
         self.restore_sources = tuple(restore)
+        self.ignore = frozenset(ignore)  # devices known unable to take the release
         self.restored: ReleaseManifest | None = None
         self.restore_reason: str | None = None
         self._release_id: str | None = None
@@ -148,7 +150,7 @@ class RolloutController:
 
     def _on_event(self, _topic: str, payload: bytes) -> None:
         message = safe_decode(payload)
-        if isinstance(message, UpdateEvent):
+        if isinstance(message, UpdateEvent) and message.device_id not in self.ignore:
             with self._lock:
                 if message.release_id == self._release_id:
                     self.tally.record(message)

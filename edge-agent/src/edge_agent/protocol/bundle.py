@@ -3,22 +3,58 @@ read its outputs, and the training-time baselines the device compares live data 
 
 The cloud writes it at export; the device reads it through onnxruntime
 (``custom_metadata_map``), so the ONNX file alone is the whole bundle.
+
+Forward compatibility: the spec has a versioned core (``spec_version``) that a reader must
+understand, and optional sections it may ignore. The writer names, in ``optional``, every
+ignorable section the spec carries that some agents may not know; a reader drops those it does
+not know, with a logged note, and refuses anything else it does not know (that is core, and
+needs a newer agent). Agents before 0.2.0 read strictly: a spec they can read carries no field
+newer than they are (``min_agent_version`` says which agents can read a spec).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Annotated, Literal
+import logging
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edge_agent.protocol.errors import ProtocolError
 from edge_agent.protocol.manifest import TensorSpec
 from edge_agent.protocol.messages import Ident, Label, Name, UtcDatetime, WireModel
 
 SPEC_METADATA_KEY = "edge_mlops.spec"
+# In the spec JSON: the dotted paths of sections a reader may ignore when it does not know them.
+OPTIONAL_KEY = "optional"
+MAX_OPTIONAL = 256
 MAX_SPEC_BYTES = 4 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+# The spec core this agent reads; a spec with a higher ``spec_version`` needs a newer agent.
+SPEC_CORE_VERSION = 1
+# Agents from this version skip the optional sections they do not know.
+FORWARD_COMPATIBLE_AGENT = "0.2.0"
+STRICT_AGENT = "0.1.0"
+# Sections a reader may ignore: without them the model still runs correctly (only drift
+# comparison, capture levels or provenance are poorer). Dotted paths into the spec.
+IGNORABLE_SECTIONS = frozenset(
+    {
+        "capture_below",
+        "capture_quantile",
+        "created",
+        "data_version",
+        "drift.embedding",
+        "drift.seasonal",
+        "git_commit",
+    }
+)
+# Fields that strict (pre-0.2.0) agents do not know: a spec carrying one needs 0.2.0+.
+NEWER_THAN_STRICT_AGENTS = frozenset({"capture_below", "capture_quantile", OPTIONAL_KEY})
 
 
 class HistogramBaseline(WireModel):
@@ -204,7 +240,12 @@ Preprocessing = Annotated[ImagePreprocessing | TabularPreprocessing, Field(discr
 class ModelSpec(WireModel):
     """Everything the device needs to know about a model, shipped inside its ONNX file."""
 
-    spec_version: Literal[1] = 1
+    spec_version: int = Field(
+        default=SPEC_CORE_VERSION,
+        ge=1,
+        le=SPEC_CORE_VERSION,
+        description="Version of the core a reader must understand.",
+    )
     name: Ident
     task: Literal["image_classification", "tabular_classification"]
     labels: list[Label] = Field(min_length=2)
@@ -251,21 +292,119 @@ class ModelSpec(WireModel):
         return self
 
     def to_metadata(self) -> dict[str, str]:
-        return {SPEC_METADATA_KEY: self.model_dump_json(exclude_none=True)}
+        """The spec as ONNX metadata, declaring its ignorable sections when they matter."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        present = spec_paths(data)
+        if present & NEWER_THAN_STRICT_AGENTS:
+            # Strict agents cannot read this spec anyway; tell forward-compatible ones
+            # which sections they may skip.
+            data[OPTIONAL_KEY] = sorted(present & IGNORABLE_SECTIONS)
+        return {SPEC_METADATA_KEY: json.dumps(data, separators=(",", ":"))}
+
+    def min_agent_version(self) -> str:
+        """The oldest agent version that reads this spec."""
+        return required_agent(self.to_metadata())
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> ModelSpec:
-        """Read the spec from ONNX metadata, or raise ProtocolError naming the problem."""
+        """Read the spec from ONNX metadata, or raise ProtocolError naming the problem.
+
+        Declared optional sections this agent does not know are dropped with a logged note;
+        a newer core, or an unknown field not declared optional, is refused.
+        """
         raw = metadata.get(SPEC_METADATA_KEY)
         if raw is None:
             raise ProtocolError(f"model has no {SPEC_METADATA_KEY!r} metadata")
         if len(raw) > MAX_SPEC_BYTES:
             raise ProtocolError(f"model spec of {len(raw)} bytes exceeds {MAX_SPEC_BYTES}")
         try:
-            return cls.model_validate(json.loads(raw))
+            data = json.loads(raw)
         except json.JSONDecodeError as e:
             raise ProtocolError(f"model spec is not valid JSON: {e.msg}") from e
+        if not isinstance(data, dict):
+            raise ProtocolError("model spec is not a JSON object")
+        core = data.get("spec_version", SPEC_CORE_VERSION)
+        if isinstance(core, int) and core > SPEC_CORE_VERSION:
+            raise ProtocolError(
+                f"model spec core version {core} needs a newer agent (this agent reads core "
+                f"version {SPEC_CORE_VERSION})"
+            )
+        skipped = drop_unknown_optional(cls, data)
+        data.pop(OPTIONAL_KEY, None)  # transport only: ``to_metadata`` writes it afresh
+        if skipped:
+            log.info(
+                "model %s: skipped optional spec section(s) this agent does not know: %s",
+                data.get("name"),
+                ", ".join(skipped),
+            )
+        try:
+            return cls.model_validate(data)
         except ValidationError as e:
             from edge_agent.protocol.codec import describe_validation_error
 
-            raise ProtocolError(describe_validation_error("model spec", e)) from e
+            problem = describe_validation_error("model spec", e)
+            if any(err["type"] == "extra_forbidden" for err in e.errors()):
+                problem += " (a field this agent does not know and the spec does not declare "
+                problem += "optional: the model needs a newer agent)"
+            raise ProtocolError(problem) from e
+
+
+def required_agent(metadata: Mapping[str, str]) -> str:
+    """The oldest agent version that reads the spec in ONNX ``metadata`` as written (a newer
+    writer's sections included, which this reader would drop)."""
+    try:
+        data = json.loads(metadata.get(SPEC_METADATA_KEY, "{}"))
+    except json.JSONDecodeError:
+        return FORWARD_COMPATIBLE_AGENT
+    if not isinstance(data, dict):
+        return FORWARD_COMPATIBLE_AGENT
+    newer = spec_paths(data) & NEWER_THAN_STRICT_AGENTS
+    return FORWARD_COMPATIBLE_AGENT if newer else STRICT_AGENT
+
+
+def spec_paths(data: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of every field present in a spec (objects descended, lists not)."""
+    paths: set[str] = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, Mapping) and key != "class_ratio":
+            paths |= spec_paths(value, path + ".")
+    return paths
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (``X``, ``X | None``), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [m for a in typing.get_args(annotation) if (m := _model_of(a)) is not None]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def drop_unknown_optional(model: type[BaseModel], data: dict[str, Any]) -> list[str]:
+    """Remove the declared optional sections ``model`` has no field for; returns their paths."""
+    declared = data.get(OPTIONAL_KEY)
+    if not isinstance(declared, list) or len(declared) > MAX_OPTIONAL:
+        return []
+    skipped: list[str] = []
+    for path in declared:
+        if isinstance(path, str) and _drop(model, data, path.split(".")):
+            skipped.append(path)
+    return skipped
+
+
+def _drop(model: type[BaseModel], data: dict[str, Any], parts: Iterable[str]) -> bool:
+    head, *rest = parts
+    if head not in data:
+        return False
+    field = model.model_fields.get(head)
+    if field is None:
+        del data[head]
+        return True
+    inner = _model_of(field.annotation)
+    child = data[head]
+    if rest and inner is not None and isinstance(child, dict):
+        return _drop(inner, child, rest)
+    return False
