@@ -116,6 +116,7 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
             "fleet_public_key": tmp / "fleet.pub",
             "models_dir": tmp / "device",
             "probation": {
+                "mode": "shadow",
                 "frames": 10,
                 "min_samples_to_fail": 5,
                 "shadow": True,
@@ -159,7 +160,8 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
                     30,
                 )
             assert isinstance(event, UpdateEvent)
-            serve_ms.append((marks[(release_id, UpdateState.PROBATION)] - start) * 1000)
+            # Shadow-first probation: the new model answers from the commit on.
+            serve_ms.append((marks[(release_id, UpdateState.COMMITTED)] - start) * 1000)
             commit_ms.append((marks[(release_id, UpdateState.COMMITTED)] - start) * 1000)
             peaks.append(rss.peak - rss.start)
             sessions.append(rss.max_sessions)
@@ -168,16 +170,44 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
         failed = sum(1 for s in device.served if not s.ok)
         steady_p99 = steady_gap_p99(device)
 
-        # Rollback after failed probation: shadow comparison fails the "bad" model.
-        bad_id, _start, _url = release(models / "bad.onnx", rounds + 2)
+        # A flipped release: in shadow-first probation it is judged and rejected unheard.
+        bad_sha = InferenceEngine.load(models / "bad.onnx").sha256
+        bad_id, bad_start, _url = release(models / "bad.onnx", rounds + 2)
         device.wait_for(lambda e: e.release_id == bad_id and e.state is UpdateState.ROLLED_BACK, 30)
-        rollback_ms = rollback_latency_ms(device)
+        shadow_verdict_ms = (marks[(bad_id, UpdateState.ROLLED_BACK)] - bad_start) * 1000
+        shadow_answers = sum(1 for s in device.served if s.sha256 == bad_sha)
         slot = ModelSlot(device.slot.current)
         other = InferenceEngine.load(models / "v1.onnx")
         t = time.perf_counter()
         slot.swap(other)
         raw_swap_us = (time.perf_counter() - t) * 1e6
         device.stop()
+
+        # The same release in live probation (the model answers while it is judged).
+        live_config = config.model_copy(
+            update={
+                "models_dir": tmp / "device-live",
+                "probation": config.probation.model_copy(update={"mode": "live"}),
+            }
+        )
+        live = Device(
+            live_config,
+            endpoint,
+            "bench-live",
+            provisioned=ProvisionedModel(models / "v1.onnx", 1),
+            frame_s=FRAME_S,
+        ).start()
+        time.sleep(0.5)
+        manifest = catdog_manifest(server, models / "bad.onnx", rounds + 2)
+        ReleaseChannel(link, TopicTree("bench-live"), key).publish(manifest)
+        live.wait_for(
+            lambda e: e.release_id == manifest.release_id and e.state is UpdateState.ROLLED_BACK,
+            30,
+        )
+        time.sleep(0.2)
+        live_answers = sum(1 for s in live.served if s.sha256 == bad_sha)
+        rollback_ms = rollback_latency_ms(live)
+        live.stop()
     link.stop()
 
     p50 = statistics.median(serve_ms)
@@ -195,7 +225,10 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
     row("live sessions during updates, max", f"{max(sessions)}", "goal ≤ 2")
     row("raw: one session's memory", f"{one_session / 1e6:.2f} MB", "five held, averaged")
     row("peak RSS growth in an update round", f"{peak_delta / 1e6:.1f} MB", "buffers + sessions")
-    row("rollback after failed probation", f"{rollback_ms:.1f} ms", "goal ≤ 1000 ms")
+    row("flipped release: answers it gave, shadow", f"{shadow_answers}", "probation mode shadow")
+    row("flipped release: publish → rolled back", f"{shadow_verdict_ms:.0f} ms", "shadow")
+    row("flipped release: answers it gave, live", f"{live_answers}", "probation mode live")
+    row("rollback after failed probation (live)", f"{rollback_ms:.1f} ms", "goal ≤ 1000 ms")
     row("raw: bare ModelSlot.swap", f"{raw_swap_us:.1f} µs", "")
     return 0
 
