@@ -108,7 +108,11 @@ def _seed(fleet: SimulatedFleet, key: SigningKey) -> None:
         device.clock = None
     cam0, cam1, cam2 = (fleet.devices[f"cam-0{i}"] for i in range(3))
     fleet.publish("cam-00", cam0.drift("raised", score=0.7))
-    fleet.publish("wx-01", fleet.devices["wx-01"].drift("raised", score=0.3))
+    # The station's own labelled accuracy fell below its floor (lower is worse).
+    wx1 = fleet.devices["wx-01"]
+    fleet.publish(
+        "wx-01", wx1.drift("raised", 0.646, detector="accuracy", metric="accuracy", threshold=0.7)
+    )
     fleet.publish("cam-00", cam0.event(UpdateState.DOWNLOADING, 4, "catdog-v4-seed"))
     fleet.publish("cam-00", cam0.event(UpdateState.COMMITTED, 4, "catdog-v4-seed"))
     fleet.publish("cam-01", cam1.event(UpdateState.FAILED, 4, "catdog-v4-seed"))

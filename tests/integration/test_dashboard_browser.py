@@ -175,6 +175,9 @@ def test_sign_in_then_acknowledge_an_alert(page: Any, running: DashboardFleet) -
 def test_pin_a_device_and_see_it_acknowledged(page: Any, running: DashboardFleet) -> None:
     open_dashboard(page, "#/device/wx-01")
     expect(page.locator("figure.chart canvas")).to_have_count(5)
+    accuracy = page.locator(".detector[data-detector=accuracy]")
+    expect(accuracy.locator(".bar-value")).to_have_text("0.646 / 0.7")
+    expect(accuracy).to_contain_text("below threshold")  # accuracy: lower is worse
     sign_in(page)
     expect(page.locator("#who")).to_have_text("signed in as operator")
     page.fill("#pin-version", "1")

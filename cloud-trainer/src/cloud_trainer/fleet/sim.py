@@ -123,7 +123,12 @@ class SimulatedDevice:
         )
 
     def drift(
-        self, state: str = "raised", score: float = 0.4, detector: str = "features"
+        self,
+        state: str = "raised",
+        score: float = 0.4,
+        detector: str = "features",
+        metric: str = "psi",
+        threshold: float = 0.25,
     ) -> DriftAlert:
         base = self._base()
         end = base["ts"]
@@ -138,8 +143,12 @@ class SimulatedDevice:
                 "detector": detector,
                 "severity": "critical" if score >= 0.5 else "warning",
                 "window": DriftWindow(start=end - timedelta(hours=24), end=end, n=1440),
-                "features": [FeatureDrift(name=feature, metric="psi", score=score, threshold=0.25)],
-                "summary": f"{feature} moved (psi {score:.2f})",
+                "features": [
+                    FeatureDrift.model_validate(
+                        {"name": feature, "metric": metric, "score": score, "threshold": threshold}
+                    )
+                ],
+                "summary": f"{feature} moved ({metric} {score:.2f})",
             }
         )
 

@@ -54,11 +54,15 @@ export function shareBars(labels) {
   )));
 }
 
-// One bar per feature: its score against the threshold (the marker); red past it.
+// Scores where a lower value is the bad side: accuracy and F1 fall when a model degrades.
+const LOWER_IS_WORSE = new Set(["accuracy", "f1"]);
+
+// One bar per feature: its score against the threshold (the marker); red on its bad side.
 export function driftBars(features) {
   return el("div", { class: "bars" }, features.map((f) => {
     const scale = Math.max(f.threshold * 2, f.score) || 1;
-    const over = f.score > f.threshold;
+    const lower = LOWER_IS_WORSE.has(f.metric);
+    const over = lower ? f.score < f.threshold : f.score > f.threshold;
     return el(
       "div", { class: "bar-row", dataset: { feature: f.name } },
       el("span", { class: "bar-label", text: `${f.name} (${f.metric})` }),
@@ -66,7 +70,10 @@ export function driftBars(features) {
         el("span", { class: `bar-fill ${over ? "over" : "under"}`, style: `width:${(100 * f.score / scale).toFixed(1)}%` }),
         el("span", { class: "threshold", style: `left:${(100 * f.threshold / scale).toFixed(1)}%`, title: `threshold ${f.threshold}` })),
       el("span", { class: "bar-value", text: `${f.score.toFixed(3)} / ${f.threshold}` }),
-      el("span", { class: `bar-note ${over ? "bad" : ""}`, text: over ? "over threshold" : "within" }),
+      el("span", {
+        class: `bar-note ${over ? "bad" : ""}`,
+        text: over ? (lower ? "below threshold" : "over threshold") : "within",
+      }),
     );
   }));
 }
