@@ -174,7 +174,10 @@ def test_sign_in_then_acknowledge_an_alert(page: Any, running: DashboardFleet) -
 
 def test_pin_a_device_and_see_it_acknowledged(page: Any, running: DashboardFleet) -> None:
     open_dashboard(page, "#/device/wx-01")
-    expect(page.locator("figure.chart canvas")).to_have_count(5)
+    expect(page.locator("figure.chart canvas")).to_have_count(6)  # and labelled accuracy
+    expect(page.locator("figure[data-chart='Labelled accuracy'] .chart-note")).to_contain_text(
+        "n = 48"
+    )
     accuracy = page.locator(".detector[data-detector=accuracy]")
     expect(accuracy.locator(".bar-value")).to_have_text("0.646 / 0.7")
     expect(accuracy).to_contain_text("below threshold")  # accuracy: lower is worse

@@ -101,8 +101,16 @@ class SimulatedDevice:
                 "fps": 5.0 if self.kind is DeviceKind.CAMERA else 0.0,
                 "model_name": self.model_name,
                 "model_version": self.model_version,
+                # A station learns how right it was once each forecast's hour has come.
+                "labelled": self._labelled(),
             }
         )
+
+    def _labelled(self) -> dict[str, float | int] | None:
+        if self.kind is not DeviceKind.WEATHER:
+            return None
+        accuracy = round(self._rng.uniform(0.82, 0.95), 3)
+        return {"accuracy": accuracy, "macro_f1": round(accuracy - 0.04, 3), "n": 48}
 
     def prediction(self, label: str | None = None) -> PredictionMessage:
         labels = LABELS[self.kind]
