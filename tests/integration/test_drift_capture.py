@@ -114,6 +114,25 @@ def test_capture_keeps_a_bounded_folder_and_evicts_the_oldest(
     assert json.loads(small.pending()[0].meta_path.read_text())["input_id"] == "late"
 
 
+def test_captures_per_hour_are_bounded_whatever_the_reason(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """A camera whose model is unsure of every frame must not write a file per frame."""
+    frame = _frame(sorted((shared_data / "pets" / "cat").glob("*.jpg"))[0])
+    config = CaptureConfig(enabled=True, max_per_hour=4, random_sample_rate=0.0)
+    store = CaptureStore(config, tmp_path / "cap")
+    for k in range(30):
+        sample = Sample(T0 + timedelta(seconds=k), f"f{k}", frame=frame)
+        store.consider(sample, Prediction("cat", 0.3), ["features"], "catdog", 2)
+    assert store.files == 4 and store.counters["low_confidence"] == 4
+    assert store.counters["rate_limited"] == 26
+    unbounded = CaptureStore(config.model_copy(update={"max_per_hour": 0}), tmp_path / "all")
+    for k in range(30):
+        sample = Sample(T0 + timedelta(seconds=k), f"f{k}", frame=frame)
+        unbounded.consider(sample, Prediction("cat", 0.3), [], "catdog", 2)
+    assert unbounded.files == 30 and unbounded.counters["rate_limited"] == 0
+
+
 def test_upload_sends_multipart_with_token_and_forgets_only_accepted(
     tmp_path: Path, sample_server: tuple[str, list[dict]], shared_data: Path
 ) -> None:

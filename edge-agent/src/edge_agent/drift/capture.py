@@ -16,7 +16,7 @@ import random
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,8 @@ from edge_agent.drift.config import CaptureConfig
 from edge_agent.drift.inputs import PredictionLike, SampleLike
 
 log = logging.getLogger(__name__)
+
+HOUR_S = 3600.0
 
 _STEM = re.compile(r"^\d{16}-\d{6}-[a-z_]+$")
 
@@ -63,6 +65,7 @@ class CaptureStore:
         self.directory = Path(directory if directory is not None else config.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.counters: Counter[str] = Counter()
+        self._recent: deque[float] = deque()  # monotonic times of the last hour's captures
         self._lock = threading.Lock()
         self._seq = 0
         self._since_drift = 0
@@ -132,6 +135,9 @@ class CaptureStore:
             reason = "random"
         if reason is None:
             return None
+        if not self._within_hourly_limit():
+            self.counters["rate_limited"] += 1
+            return None
         try:
             return self.save(sample, prediction, reason, model_name, model_version, raised)
         except CaptureError as e:
@@ -139,6 +145,20 @@ class CaptureStore:
             self.counters["failed"] += 1
             log.warning("capture of %s skipped: %s", sample.input_id, e)
             return None
+
+    def _within_hourly_limit(self) -> bool:
+        limit = self.config.max_per_hour
+        if limit == 0:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent
+            while recent and now - recent[0] >= HOUR_S:
+                recent.popleft()
+            if len(recent) >= limit:
+                return False
+            recent.append(now)
+            return True
 
     def save(
         self,

@@ -224,6 +224,14 @@ class CaptureConfig(ConfigModel):
         "quantile of its held-out confidence stored in its spec, followed on every model "
         f"swap), or {FALLBACK_LOW_CONFIDENCE} for a model without one; a value here wins.",
     )
+    max_per_hour: int = Field(
+        default=360,
+        ge=0,
+        le=1_000_000,
+        title="Captures per hour",
+        description="At most this many samples kept in any hour, whatever the reason (0: no "
+        "limit); the rest are counted as `rate_limited`. Bounds the writes an SD card takes.",
+    )
     random_sample_rate: float = Field(
         default=0.01,
         ge=0,
