@@ -34,6 +34,7 @@ CHANNEL_OF = {
     "event": Channel.EVENTS,
     "cmd": Channel.CMD,
     "cmd_ack": Channel.CMD_ACK,
+    "sensor_fault": Channel.SENSOR_FAULTS,
 }
 
 

@@ -82,6 +82,7 @@ def test_every_message_type_lands_in_the_store_once_even_after_replay(
         command = sample_messages("cam-00")[5]
         assert isinstance(command, Command)
         fleet.publish("cam-00", cam.ack(command, "done"))
+        fleet.publish("wx-00", wx.sensor_fault("raised", "pressure_mb", "stuck"))
         settle([consumer], len(fleet.sent))
         first = store.counts()
         # Store-and-forward replay: every payload again, in the same order.
@@ -99,7 +100,10 @@ def test_every_message_type_lands_in_the_store_once_even_after_replay(
     assert first["update_events"] == 1
     assert first["command_acks"] == 1
     assert first["release_devices"] == 1
+    assert first["sensor_faults"] == 1
     assert again == first
+    faults = store.read(lambda c: queries.sensor_faults(c, "wx-00"))
+    assert faults["faulty"] == ["pressure_mb"] and faults["open"][0]["test"] == "stuck"
     metrics = consumer.metrics
     assert metrics.value("fleet_messages_duplicate_total") == len(fleet.sent) / 2
 

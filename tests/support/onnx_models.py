@@ -15,7 +15,8 @@ milliseconds:
 - ``weather_classifier(path, ...)``: input ``features`` float32 ``[N, F]`` over
   ``FEATURE_NAMES`` of ``edge_agent.features.weather``, output ``probs`` ``[N, 2]`` over
   ``no_rain``/``rain`` (positive ``rain``, threshold 0.5): rain when humidity is high and
-  pressure falls. Options: ``nan_output``, ``normalised_in_graph``, ``feature_names``.
+  pressure falls. Options: ``nan_output``, ``normalised_in_graph``, ``feature_names``,
+  ``sensor_health`` (the station's sensor-health baseline in the spec).
 - ``write_without_spec(path)``: a valid ONNX graph with no spec in its metadata.
 - ``write_not_onnx(path)``: bytes that are not a model.
 
@@ -39,6 +40,7 @@ from edge_agent.protocol.bundle import (
     TabularPreprocessing,
 )
 from edge_agent.protocol.manifest import TensorSpec
+from edge_agent.protocol.sensors import SensorHealthBaseline
 
 OPSET = 17
 IR_VERSION = 8
@@ -159,6 +161,7 @@ def weather_classifier(
     nan_output: bool = False,
     normalised_in_graph: bool = True,
     slow_matmuls: int = 0,
+    sensor_health: SensorHealthBaseline | None = None,
 ) -> ModelSpec:
     names = list(feature_names)
     n = len(names)
@@ -204,6 +207,7 @@ def weather_classifier(
             mean=mean,
             std=std,
         ),
+        sensor_health=sensor_health,
     )
     _save(graph, spec, Path(path))
     return spec

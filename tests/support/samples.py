@@ -17,6 +17,7 @@ from edge_agent.protocol import (
     PredictionMessage,
     ReleaseManifest,
     Rollout,
+    SensorFault,
     StatusMessage,
     TelemetryMessage,
     TensorSpec,
@@ -108,6 +109,22 @@ def sample_messages(device: str = "cam-01") -> list[MessageBase]:
             expires_at=T0 + timedelta(minutes=5),
         ),
         CommandAck(device_id=device, ts=T0, seq=7, cmd_id="cmd-42", result="done"),
+        SensorFault(
+            device_id=device,
+            ts=T0,
+            seq=8,
+            sensor="pressure_mb",
+            test="stuck",
+            state="raised",
+            since=T0 - timedelta(hours=3),
+            observed_at=T0,
+            value=1013.2,
+            score=12.5,
+            threshold=1.4,
+            model_name="rain4h",
+            model_version=5,
+            summary="pressure_mb unchanged at 1013 for 4 readings",
+        ),
     ]
 
 
@@ -175,6 +192,7 @@ message_strategies: dict[str, st.SearchStrategy[MessageBase]] = {
             macro_f1=st.floats(0, 1),
             n=st.integers(1, 10**6),
         ),
+        sensor_faults=st.none() | st.lists(names, min_size=1, max_size=4),
     ),
     "prediction": st.builds(
         PredictionMessage,
@@ -187,6 +205,7 @@ message_strategies: dict[str, st.SearchStrategy[MessageBase]] = {
         latency_ms=nonneg,
         input_ts=st.none() | times,
         horizon_s=st.none() | st.integers(0, 10**6),
+        flags=st.none() | st.lists(names, min_size=1, max_size=3),
     ),
     "drift": st.builds(
         DriftAlert,
@@ -230,6 +249,21 @@ message_strategies: dict[str, st.SearchStrategy[MessageBase]] = {
             max_size=4,
         ),
         issued_by=names,
+    ),
+    "sensor_fault": st.builds(
+        SensorFault,
+        **base,
+        sensor=names,
+        test=st.sampled_from(["stuck", "spike", "range", "step", "consistency"]),
+        state=st.sampled_from(["raised", "cleared"]),
+        since=times,
+        observed_at=times,
+        value=st.none() | finite,
+        score=finite,
+        threshold=finite,
+        model_name=st.none() | idents,
+        model_version=st.none() | versions,
+        summary=st.text(max_size=200),
     ),
     "cmd_ack": st.builds(
         CommandAck,

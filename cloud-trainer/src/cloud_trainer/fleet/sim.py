@@ -21,6 +21,7 @@ from edge_agent.protocol import (
     MessageBase,
     PredictionMessage,
     ProtocolError,
+    SensorFault,
     StatusMessage,
     TelemetryMessage,
     TopicTree,
@@ -40,6 +41,7 @@ CHANNEL_OF: dict[str, Channel] = {
     "drift": Channel.DRIFT,
     "event": Channel.EVENTS,
     "cmd_ack": Channel.CMD_ACK,
+    "sensor_fault": Channel.SENSOR_FAULTS,
 }
 LABELS = {DeviceKind.CAMERA: ("cat", "dog"), DeviceKind.WEATHER: ("no_rain", "rain")}
 MODELS = {DeviceKind.CAMERA: "catdog", DeviceKind.WEATHER: "rain4h"}
@@ -157,6 +159,29 @@ class SimulatedDevice:
                     )
                 ],
                 "summary": f"{feature} moved ({metric} {score:.2f})",
+            }
+        )
+
+    def sensor_fault(
+        self, state: str = "raised", sensor: str = "pressure_mb", test: str = "stuck"
+    ) -> SensorFault:
+        base = self._base()
+        at = base["ts"]
+        assert isinstance(at, datetime)
+        return SensorFault.model_validate(
+            {
+                **base,
+                "sensor": sensor,
+                "test": test,
+                "state": state,
+                "since": at - timedelta(hours=3),
+                "observed_at": at,
+                "value": 1013.2,
+                "score": 3.0,
+                "threshold": 2.0,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                "summary": f"{sensor} {test} ({state}), simulated",
             }
         )
 

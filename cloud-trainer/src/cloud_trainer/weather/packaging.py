@@ -10,7 +10,16 @@ import numpy as np
 import numpy.typing as npt
 
 from cloud_trainer.export import ExportReport, ParityError, export_keras
-from cloud_trainer.weather.dataset import HORIZON_HOURS, LABELS, POSITIVE_LABEL, SplitRows
+from cloud_trainer.export.trees_onnx import export_hist_gbt
+from cloud_trainer.weather.dataset import (
+    HORIZON_HOURS,
+    LABELS,
+    POSITIVE_LABEL,
+    SplitBoundaries,
+    SplitRows,
+)
+from cloud_trainer.weather.gbt import GbtCandidate, predict_rain_gbt
+from cloud_trainer.weather.ingest import HourlyHistory
 from cloud_trainer.weather.model import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -29,6 +38,7 @@ from edge_agent.drift.baseline import (
     seasonal_histogram,
 )
 from edge_agent.features.weather import FEATURE_NAMES, FEATURE_SET
+from edge_agent.health.baseline import sensor_health_baseline
 from edge_agent.protocol.bundle import (
     DriftBaseline,
     ModelSpec,
@@ -37,6 +47,7 @@ from edge_agent.protocol.bundle import (
 )
 from edge_agent.protocol.manifest import TensorSpec
 from edge_agent.protocol.messages import utc_now
+from edge_agent.protocol.sensors import SensorHealthBaseline
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +113,13 @@ def drift_baseline_from(
 
 def model_spec(
     settings: TrainSettings,
-    best: Candidate,
+    best: Candidate | GbtCandidate,
     drift: DriftBaseline,
     version: str,
     commit: str | None,
     normalisation: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
+    *,
+    sensor_health: SensorHealthBaseline | None = None,
 ) -> ModelSpec:
     """The spec shipped in the ONNX file; ``normalisation`` (mean, std) when outside the graph."""
     return ModelSpec(
@@ -126,6 +139,7 @@ def model_spec(
             std=None if normalisation is None else [float(v) for v in normalisation[1]],
         ),
         drift=drift,
+        sensor_health=sensor_health,
         data_version=version,
         horizon_s=HORIZON_HOURS * 3600,
         latency_budget_ms=50.0,
@@ -169,3 +183,49 @@ def export_model(
         tolerance=settings.parity_tolerance,
         extra_metadata=extra,
     )
+
+
+def export_gbt_model(
+    settings: TrainSettings,
+    best: GbtCandidate,
+    split: SplitRows,
+    path: Path,
+    spec: ModelSpec,
+    extra: dict[str, str],
+) -> ExportReport:
+    """Export the trees; they split raw feature values, so the graph takes raw rows as is."""
+    if not (spec.preprocessing.kind == "tabular" and spec.preprocessing.normalised_in_graph):
+        raise ValueError("a tree model's spec must say the graph takes raw feature rows")
+    return export_hist_gbt(
+        best.model,
+        spec,
+        path,
+        {INPUT_NAME: split.test.x},
+        tolerance=settings.parity_tolerance,
+        extra_metadata=extra,
+    )
+
+
+def gbt_drift_baseline(split: SplitRows, best: GbtCandidate) -> DriftBaseline:
+    """The drift baseline of a tree model (see ``drift_baseline_from``)."""
+    return drift_baseline_from(
+        split,
+        predict_rain_gbt(best.model, split.train.x),
+        predict_rain_gbt(best.model, split.validation.x),
+        best.threshold,
+    )
+
+
+def station_sensor_health(
+    history: HourlyHistory, split: SplitBoundaries
+) -> SensorHealthBaseline | None:
+    """The sensor-health baseline from the training hours (before the validation year):
+    per-sensor limits and change models the device tests its readings with."""
+    train = history.hours < np.datetime64(split.validation_start, "h")
+    try:
+        return sensor_health_baseline(
+            history.hours[train], {k: v[train] for k, v in history.readings.items()}
+        )
+    except ValueError as e:  # too short a history: the model ships without sensor tests
+        log.warning("no sensor-health baseline: %s", e)
+        return None

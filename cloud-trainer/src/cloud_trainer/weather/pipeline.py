@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from cloud_trainer.export import ExportReport, read_spec
 from cloud_trainer.registry import (
@@ -37,14 +38,29 @@ from cloud_trainer.weather.dataset import (
     time_split,
 )
 from cloud_trainer.weather.evaluation import classification_metrics, save_plots
+from cloud_trainer.weather.gbt import (
+    GBT_QUICK_SPACE,
+    GBT_SEARCH_SPACE,
+    GbtCandidate,
+    predict_rain_gbt,
+    search_gbt,
+)
 from cloud_trainer.weather.ingest import DataReport, load_station_history
 from cloud_trainer.weather.model import (
     QUICK_SPACE,
     SEARCH_SPACE,
+    Candidate,
     predict_rain,
     search,
 )
-from cloud_trainer.weather.packaging import drift_baseline, export_model, model_spec
+from cloud_trainer.weather.packaging import (
+    drift_baseline,
+    export_gbt_model,
+    export_model,
+    gbt_drift_baseline,
+    model_spec,
+    station_sensor_health,
+)
 from cloud_trainer.weather.scoring import WeatherScorer
 from cloud_trainer.weather.settings import TrainSettings, repository_root
 from edge_agent.features.weather import FEATURE_SET
@@ -83,6 +99,27 @@ def _next_version(model_name: str) -> int:
     return 1 + max((int(v.version) for v in versions), default=0)
 
 
+def search_model(
+    settings: TrainSettings, split: SplitRows
+) -> tuple[Candidate | GbtCandidate, list[Candidate | GbtCandidate]]:
+    """The configured model kind's search; both choose on the validation period only."""
+    if settings.model_kind == "gbt":
+        space = GBT_QUICK_SPACE if settings.quick else GBT_SEARCH_SPACE
+        gbt_best, gbt_tried = search_gbt(space, split.train, split.validation, settings.seed)
+        return gbt_best, list(gbt_tried)
+    keras_space = QUICK_SPACE if settings.quick else SEARCH_SPACE
+    best, tried = search(keras_space, split.train, split.validation, settings.seed)
+    return best, list(tried)
+
+
+def prob_rain(
+    best: Candidate | GbtCandidate, x: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float64]:
+    if isinstance(best, GbtCandidate):
+        return predict_rain_gbt(best.model, x)
+    return predict_rain(best.model, x)
+
+
 def train_weather(
     settings: TrainSettings, on_step: Callable[[str], None] | None = None
 ) -> TrainOutcome:
@@ -102,11 +139,10 @@ def train_weather(
     baselines = baseline_metrics(split, settings.seed)
 
     step(STEPS[3])
-    space = QUICK_SPACE if settings.quick else SEARCH_SPACE
-    best, tried = search(space, split.train, split.validation, settings.seed)
+    best, tried = search_model(settings, split)
 
     step(STEPS[4])
-    prob = predict_rain(best.model, split.test.x)
+    prob = prob_rain(best, split.test.x)
     test_metrics = classification_metrics(
         split.test.y, (prob >= best.threshold).astype(np.int64), prob
     )
@@ -114,7 +150,12 @@ def train_weather(
 
     step(STEPS[5])
     commit = git_commit(repository_root())
-    drift = drift_baseline(split, best)
+    drift = (
+        gbt_drift_baseline(split, best)
+        if isinstance(best, GbtCandidate)
+        else drift_baseline(split, best)
+    )
+    sensor_health = station_sensor_health(history, bounds)
     store = open_store(settings.store) if settings.register_model else None
     expected_version = _next_version(settings.model_name) if store else None
     extra = {"edge_mlops.data_version": version}
@@ -122,14 +163,21 @@ def train_weather(
         extra["edge_mlops.model_version"] = str(expected_version)
     onnx_path = work_dir / f"{settings.model_name}.onnx"
     # A parity failure raises ParityError here: nothing is written, logged or registered.
-    export = export_model(
-        settings,
-        best,
-        split,
-        onnx_path,
-        lambda norm: model_spec(settings, best, drift, version, commit, norm),
-        extra,
-    )
+    if isinstance(best, GbtCandidate):
+        gbt_spec = model_spec(settings, best, drift, version, commit, sensor_health=sensor_health)
+        export = export_gbt_model(settings, best, split, onnx_path, gbt_spec, extra)
+    else:
+        keras_best = best
+        export = export_model(
+            settings,
+            keras_best,
+            split,
+            onnx_path,
+            lambda norm: model_spec(
+                settings, keras_best, drift, version, commit, norm, sensor_health=sensor_health
+            ),
+            extra,
+        )
     spec = read_spec(onnx_path)
     parity_ok = export.max_abs_diff <= export.tolerance
     onnx_metrics = WeatherScorer.load(onnx_path).metrics(split.test)
@@ -222,6 +270,7 @@ def _record(
         log_run_context(
             params={
                 "quick": settings.quick,
+                "model_kind": settings.model_kind,
                 "seed": settings.seed,
                 "data_source": str(settings.data),
                 "feature_set": FEATURE_SET,

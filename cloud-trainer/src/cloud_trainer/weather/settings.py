@@ -22,6 +22,11 @@ class TrainSettings(BaseModel):
     data: Path = Field(description="Station CSV (plain or gzip) of the weather_dataset_raw format.")
     store: str | None = Field(default=None, description="MLflow folder or URI (see open_store).")
     quick: bool = Field(default=False, description="One small configuration, few epochs.")
+    model_kind: Literal["gbt", "keras"] = Field(
+        default="gbt",
+        description="Gradient-boosted trees (better on every rolling-origin test year, see "
+        "docs/weather-model.md) or the Keras MLP.",
+    )
     model_name: str = MODEL_NAME
     experiment: str = EXPERIMENT
     seed: int = 0

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from edge_agent.config.base import ConfigModel
 from edge_agent.drift.config import DriftConfig
 from edge_agent.features.image_header import DEFAULT_MAX_MEGAPIXELS, MAX_CONFIGURABLE_MEGAPIXELS
+from edge_agent.health.config import SensorHealthConfig
 from edge_agent.protocol.messages import DeviceKind, Ident
 from edge_agent.protocol.topics import DEFAULT_ROOT
 from edge_agent.sources import SourceConfig
@@ -304,6 +305,13 @@ class DeviceConfig(ConfigModel):
     )
     updates: UpdaterConfig | None = Field(
         default=None, title="Updates", description="Model updates; absent = fixed model."
+    )
+    sensor_health: SensorHealthConfig = Field(
+        default_factory=SensorHealthConfig,
+        title="Sensor health",
+        description="Tests of the station's own sensors (stuck, spike, range, step, "
+        "consistency) against the limits in the model's spec; nothing runs for a model "
+        "without them.",
     )
 
     @model_validator(mode="after")

@@ -42,6 +42,7 @@ _PRIORITY_OF_TYPE = {
     "drift": Priority.EVENT,
     "event": Priority.EVENT,
     "cmd_ack": Priority.EVENT,
+    "sensor_fault": Priority.EVENT,
 }
 
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from edge_agent.protocol.errors import ProtocolError
 from edge_agent.protocol.manifest import TensorSpec
 from edge_agent.protocol.messages import Ident, Label, Name, UtcDatetime, WireModel
+from edge_agent.protocol.sensors import SensorHealthBaseline
 
 SPEC_METADATA_KEY = "edge_mlops.spec"
 # In the spec JSON: the dotted paths of sections a reader may ignore when it does not know them.
@@ -51,10 +52,13 @@ IGNORABLE_SECTIONS = frozenset(
         "drift.embedding",
         "drift.seasonal",
         "git_commit",
+        "sensor_health",
     }
 )
 # Fields that strict (pre-0.2.0) agents do not know: a spec carrying one needs 0.2.0+.
-NEWER_THAN_STRICT_AGENTS = frozenset({"capture_below", "capture_quantile", OPTIONAL_KEY})
+NEWER_THAN_STRICT_AGENTS = frozenset(
+    {"capture_below", "capture_quantile", "sensor_health", OPTIONAL_KEY}
+)
 
 
 class HistogramBaseline(WireModel):
@@ -272,6 +276,11 @@ class ModelSpec(WireModel):
     )
     preprocessing: Preprocessing
     drift: DriftBaseline = Field(default_factory=DriftBaseline)
+    sensor_health: SensorHealthBaseline | None = Field(
+        default=None,
+        description="Per-sensor limits and change models for the station's sensor-health "
+        "tests (edge_agent.health); absent in older specs and on cameras: no tests run.",
+    )
     data_version: Name | None = Field(default=None, description="Hash of the training data.")
     horizon_s: int | None = Field(default=None, ge=0)
     latency_budget_ms: float = Field(default=200.0, gt=0)

@@ -113,6 +113,12 @@ class TelemetryMessage(MessageBase):
         default=None,
         description="Accuracy on labelled predictions; absent while none is labelled.",
     )
+    sensor_faults: list[Name] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Input sensors judged faulty now (see SensorFault); absent when none is.",
+    )
 
 
 class PredictionMessage(MessageBase):
@@ -131,6 +137,13 @@ class PredictionMessage(MessageBase):
     input_id: Name | None = None
     horizon_s: int | None = Field(
         default=None, ge=0, description="How far ahead the forecast looks (weather)."
+    )
+    flags: list[Name] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="Why the prediction is suspect, e.g. 'sensor_fault:pressure_mb' (made "
+        "while that input sensor was judged faulty); absent when nothing is.",
     )
 
 
@@ -160,6 +173,32 @@ class DriftAlert(MessageBase):
     severity: Literal["info", "warning", "critical"] = "warning"
     window: DriftWindow
     features: list[FeatureDrift] = Field(min_length=1, max_length=256)
+    summary: ShortText = ""
+
+
+SensorTest = Literal["stuck", "spike", "range", "step", "consistency"]
+
+
+class SensorFault(MessageBase):
+    """An input sensor of the device judged faulty by one health test (``raised``), or
+    healthy again by that test (``cleared``). Not drift: the weather did not change, the
+    instrument did. Times are those of the readings, so a replay reports its own history."""
+
+    type: Literal["sensor_fault"] = "sensor_fault"
+    sensor: Name = Field(description="The reading field, e.g. 'pressure_mb'.")
+    test: SensorTest = Field(
+        description="stuck: unchanged while the other sensors moved; spike: one reading far "
+        "from its prediction; range: outside what the history allows; step: a jump that "
+        "stayed; consistency: apparent temperature disagrees with temperature, humidity, wind."
+    )
+    state: Literal["raised", "cleared"]
+    since: UtcDatetime = Field(description="Reading time the fault is judged to have begun.")
+    observed_at: UtcDatetime = Field(description="Reading time of this decision.")
+    value: float | None = Field(default=None, description="The sensor's reading then.")
+    score: float = Field(description="The test's statistic at the decision.")
+    threshold: float = Field(description="The level the statistic is compared with.")
+    model_name: Ident | None = None
+    model_version: Version | None = None
     summary: ShortText = ""
 
 
@@ -224,7 +263,8 @@ Message = Annotated[
     | DriftAlert
     | UpdateEvent
     | Command
-    | CommandAck,
+    | CommandAck
+    | SensorFault,
     Field(discriminator="type"),
 ]
 
@@ -236,6 +276,7 @@ MESSAGE_TYPES: dict[str, type[MessageBase]] = {
     "event": UpdateEvent,
     "cmd": Command,
     "cmd_ack": CommandAck,
+    "sensor_fault": SensorFault,
 }
 
 

@@ -26,6 +26,7 @@ class Channel(StrEnum):
     EVENTS = "events"
     CMD = "cmd"
     CMD_ACK = "cmd/ack"
+    SENSOR_FAULTS = "sensor_faults"
 
 
 def check_ident(value: str, what: str) -> str:

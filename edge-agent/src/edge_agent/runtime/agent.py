@@ -45,6 +45,9 @@ Predictor = Callable[[ModelSlot, Sample], tuple[Prediction, InferenceEngine]]
 VersionOf = Callable[[InferenceEngine], int]
 DriftProvider = Callable[[], dict[str, object]]
 LabelledProvider = Callable[[], LabelledAccuracy | None]
+# Before each prediction: (flags for it, withhold it). See edge_agent.health.service.
+SampleScreen = Callable[[Sample], tuple[list[str], bool]]
+SensorFaultsProvider = Callable[[], list[str]]
 
 
 def broker_endpoint(config: DeviceConfig) -> BrokerEndpoint:
@@ -75,6 +78,9 @@ class EdgeAgent:
       updater route calls during probation, name the serving version, fill ``/drift``.
     - ``set_labelled_provider(fn)``: accuracy on labelled predictions for telemetry (the
       drift service's forecast join); ``fn()`` returns None while nothing is labelled.
+    - ``set_sample_screen(fn)``: ``fn(sample)`` runs before each prediction and returns
+      (flags for the prediction, whether to withhold it): the sensor-health tests.
+    - ``set_sensor_faults_provider(fn)``: the input sensors judged faulty now, for telemetry.
     """
 
     def __init__(
@@ -110,6 +116,8 @@ class EdgeAgent:
         self._version_of: VersionOf = lambda _engine: config.model.version
         self.drift_provider: DriftProvider | None = None
         self.labelled_provider: LabelledProvider | None = None
+        self.sample_screen: SampleScreen | None = None
+        self.sensor_faults_provider: SensorFaultsProvider | None = None
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=256)
         self._min_interval = 1.0 / (config.limits.max_predictions_per_s or float("inf"))
         self._stopped = threading.Event()
@@ -153,6 +161,32 @@ class EdgeAgent:
     def set_labelled_provider(self, provider: LabelledProvider) -> None:
         self.labelled_provider = provider
 
+    def set_sample_screen(self, screen: SampleScreen) -> None:
+        self.sample_screen = screen
+
+    def set_sensor_faults_provider(self, provider: SensorFaultsProvider) -> None:
+        self.sensor_faults_provider = provider
+
+    def _screen(self, sample: Sample) -> tuple[list[str], bool]:
+        if self.sample_screen is None:
+            return [], False
+        try:
+            return self.sample_screen(sample)
+        except Exception:  # a screen's bug must not stop inference
+            self.counters["screen_errors"] += 1
+            log.exception("sample screen failed")
+            return [], False
+
+    def _sensor_faults(self) -> list[str] | None:
+        if self.sensor_faults_provider is None:
+            return None
+        try:
+            return sorted(self.sensor_faults_provider())[:64] or None
+        except Exception:  # a provider's bug must not stop telemetry
+            self.counters["sensor_faults_errors"] += 1
+            log.exception("sensor-faults provider failed")
+            return None
+
     def _labelled(self) -> LabelledAccuracy | None:
         if self.labelled_provider is None:
             return None
@@ -171,6 +205,7 @@ class EdgeAgent:
             "cmd_ack": Channel.CMD_ACK,
             "telemetry": Channel.TELEMETRY,
             "prediction": Channel.PREDICTIONS,
+            "sensor_fault": Channel.SENSOR_FAULTS,
         }.get(str(getattr(message, "type", "")))
         if channel is None:
             raise ValueError(f"cannot publish a {type(message).__name__} through the outbox")
@@ -249,6 +284,10 @@ class EdgeAgent:
 
     def handle_sample(self, sample: Sample) -> int | None:
         """Predict on one sample and queue the prediction; returns its seq."""
+        flags, withhold = self._screen(sample)
+        if withhold:
+            self.counters["withheld_sensor_fault"] += 1
+            return None
         try:
             prediction, engine = self._predictor(self.slot, sample)
         except InputError as e:
@@ -273,6 +312,7 @@ class EdgeAgent:
             input_ts=sample.ts,
             input_id=sample.input_id[:128] or None,
             horizon_s=spec.horizon_s,
+            flags=flags[:32] or None,
         )
         seq = self._queue(message, Channel.PREDICTIONS)
         self.predictions += 1
@@ -313,6 +353,7 @@ class EdgeAgent:
             model_name=engine.spec.name,
             model_version=self._version_of(engine),
             labelled=self._labelled(),
+            sensor_faults=self._sensor_faults(),
         )
 
     def _telemetry_worker(self, stopping: threading.Event) -> None:

@@ -14,6 +14,7 @@ from edge_agent.comms.mqtt import LinkError
 from edge_agent.config.device import DeviceConfig, SecretError
 from edge_agent.config.loader import ConfigError, load_config
 from edge_agent.drift.service import DriftService
+from edge_agent.health.service import SensorHealthService
 from edge_agent.inference import InferenceEngine, ModelLoadError
 from edge_agent.outbox import OutboxError
 from edge_agent.runtime.agent import EdgeAgent
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         agent.source = open_source(config.source, mqtt=agent.link)
         if updater is not None:
             attach(agent, *updater)
+        if config.sensor_health.enabled:
+            SensorHealthService(agent, config.sensor_health).attach()
         if config.drift is not None and config.drift.enabled:
             drift = DriftService(agent, config.drift, config.limits.outbox_path.parent).attach()
             drift.start_uploads()

@@ -128,6 +128,7 @@ def device_detail(
             "updates": queries.update_history(conn, device_id),
             "commands": queries.device_commands(conn, device_id),
             "samples": queries.list_samples(conn, device_id, limit=20),
+            "sensor_faults": queries.sensor_faults(conn, device_id),
         }
 
     return context.store.read(read)

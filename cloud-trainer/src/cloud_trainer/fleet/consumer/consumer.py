@@ -45,6 +45,7 @@ CHANNEL_TYPES: dict[Channel, str] = {
     Channel.DRIFT: "drift",
     Channel.EVENTS: "event",
     Channel.CMD_ACK: "cmd_ack",
+    Channel.SENSOR_FAULTS: "sensor_fault",
 }
 
 

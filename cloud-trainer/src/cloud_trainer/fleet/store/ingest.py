@@ -15,6 +15,7 @@ from edge_agent.protocol import (
     DriftAlert,
     MessageBase,
     PredictionMessage,
+    SensorFault,
     StatusMessage,
     TelemetryMessage,
     UpdateEvent,
@@ -88,6 +89,8 @@ def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> In
             _insert_event(conn, msg, env.received_at)
         elif isinstance(msg, CommandAck):
             _insert_ack(conn, msg, env.received_at)
+        elif isinstance(msg, SensorFault):
+            _insert_sensor_fault(conn, msg, env.received_at)
     if telemetry_rows:
         conn.execute(t.telemetry.insert(), telemetry_rows)
     for device_id, (seq, name, version) in sorted(models.items()):
@@ -199,7 +202,10 @@ def _apply_status(conn: Connection, msg: StatusMessage) -> None:
 
 
 def _telemetry_row(msg: TelemetryMessage) -> dict[str, Any]:
-    row = msg.model_dump(exclude={"schema_version", "type", "open_fds", "labelled"})
+    # The sensors faulty now are kept as the sensor_faults rows that raised them.
+    row = msg.model_dump(
+        exclude={"schema_version", "type", "open_fds", "labelled", "sensor_faults"}
+    )
     row["ts"] = _ts(msg)
     labelled = msg.labelled
     row["accuracy"] = None if labelled is None else labelled.accuracy
@@ -360,3 +366,16 @@ def _insert_ack(conn: Connection, msg: CommandAck, received_at: float) -> None:
         # A late "accepted" must not hide the final answer that overtook it.
         target = target.where(c.status == "sent")
     conn.execute(target.values(status=msg.result, acked_at=received_at, ack_detail=msg.detail))
+
+
+def _insert_sensor_fault(conn: Connection, msg: SensorFault, received_at: float) -> None:
+    row = msg.model_dump(exclude={"schema_version", "type", "device_id", "seq", "ts"})
+    row.update(
+        device_id=msg.device_id,
+        seq=msg.seq,
+        ts=_ts(msg),
+        received_at=received_at,
+        since=msg.since.timestamp(),
+        observed_at=msg.observed_at.timestamp(),
+    )
+    conn.execute(t.sensor_faults.insert().values(row))

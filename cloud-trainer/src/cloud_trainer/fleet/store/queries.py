@@ -239,6 +239,35 @@ def list_policy_actions(
     return [_dict(r) for r in conn.execute(query)]
 
 
+def sensor_faults(conn: Connection, device_id: str, limit: int = 100) -> dict[str, Any]:
+    """A device's sensor-health verdicts, newest first, and the faults open now: per sensor
+    and test, the latest verdict (by the device's seq) when it says raised."""
+    f = t.sensor_faults.c
+    query = select(t.sensor_faults).where(f.device_id == device_id)
+    history = [_dict(r) for r in conn.execute(query.order_by(f.seq.desc()).limit(limit))]
+    latest = (
+        select(f.sensor, f.test, func.max(f.seq).label("seq"))
+        .where(f.device_id == device_id)
+        .group_by(f.sensor, f.test)
+        .subquery()
+    )
+    open_query = (
+        select(t.sensor_faults)
+        .join(
+            latest,
+            (f.sensor == latest.c.sensor) & (f.test == latest.c.test) & (f.seq == latest.c.seq),
+        )
+        .where(f.device_id == device_id, f.state == "raised")
+        .order_by(f.sensor, f.test)
+    )
+    open_faults = [_dict(r) for r in conn.execute(open_query)]
+    return {
+        "open": open_faults,
+        "faulty": sorted({r["sensor"] for r in open_faults}),
+        "history": history,
+    }
+
+
 def table_counts(conn: Connection) -> dict[str, int]:
     """Rows per table, for metrics and tests."""
     return {

@@ -255,3 +255,27 @@ rollout_log = Table(
     Column("publisher", String(128), nullable=False),
     Column("received_at", Float, nullable=False),
 )
+
+# Every raised/cleared verdict of a device's sensor-health tests (SensorFault); the sensors
+# faulty now are those whose latest row per test says raised.
+sensor_faults = Table(
+    "sensor_faults",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("sensor", String(128), nullable=False),
+    Column("test", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("since", Float, nullable=False),
+    Column("observed_at", Float, nullable=False),
+    Column("value", Float),
+    Column("score", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("model_name", ID),
+    Column("model_version", Integer),
+    Column("summary", Text, nullable=False, default=""),
+    Index("ix_sensor_faults_device_seq", "device_id", "seq"),
+)

@@ -16,7 +16,7 @@ const CHARTS = [
 const QUALITY = ["Labelled accuracy", "0–1", ["accuracy", "macro-F1"]];
 const STATE_KIND = { committed: "good", done: "good", failed: "bad", rolled_back: "bad", rejected: "bad", refused: "muted" };
 
-function header(d, now) {
+function header(d, now, faulty = []) {
   const fact = (label, value) => el("div", { class: "fact" }, el("span", { text: label }), el("strong", { text: value }));
   return el(
     "div", { class: "facts" },
@@ -25,6 +25,7 @@ function header(d, now) {
     fact("Kind", d.kind || "—"),
     fact("Model", d.model_name ? `${d.model_name} v${d.model_version ?? "?"}` : "—"),
     fact("Drift", d.drift_status === "ok" ? "ok" : `${d.drift_status} (${(d.drift_detectors || []).join(", ")})`),
+    fact("Sensors", faulty.length ? `faulty (${faulty.join(", ")})` : "ok"),
     fact("Last seen", ago(d.last_seen, now)),
     fact("Agent", d.agent_version || "—"),
   );
@@ -48,6 +49,30 @@ function driftSection(alerts) {
       el("span", { class: "muted", text: `${when(a.ts)} · window of ${a.window_n}` })),
     driftBars(a.features),
   )));
+}
+
+// Sensor health: the faults open now (a sensor and the test that judged it), then the
+// recent verdicts, raised and cleared, with the reading times they are about.
+function sensorSection(faults) {
+  const open = faults ? faults.open : [];
+  const history = faults ? faults.history : [];
+  const now = open.length
+    ? el("ul", { class: "sensor-faults" }, open.map((f) => el(
+        "li", { dataset: { sensor: f.sensor, test: f.test } },
+        badge(f.sensor, "bad"), " ", badge(f.test, "warn"),
+        el("span", { class: "muted", text: ` since ${when(f.since)}` }),
+        el("div", { class: "muted", text: f.summary }))))
+    : el("p", { class: "empty", text: "All sensors healthy." });
+  return el("div", { id: "sensor-health" }, now,
+    el("h3", { text: "Recent verdicts" }),
+    table(["Reading time", "Sensor", "Test", "State", "Since"], history.slice(0, 20).map((f) => el(
+      "tr", { dataset: { sensor: f.sensor, state: f.state } },
+      el("td", { text: when(f.observed_at) }),
+      el("td", { class: "mono", text: f.sensor }),
+      el("td", { text: f.test }),
+      el("td", {}, badge(f.state, f.state === "raised" ? "bad" : "good")),
+      el("td", { text: when(f.since) }),
+    )), "No sensor faults reported."));
 }
 
 function actions(device, ctx, onSent) {
@@ -86,6 +111,7 @@ export async function mountDevice(root, route, ctx) {
   const facts = el("div");
   const predictions = el("div");
   const drift = el("div");
+  const sensors = el("div");
   const updates = el("div");
   const commands = el("div");
   const actionBox = el("div");
@@ -99,6 +125,7 @@ export async function mountDevice(root, route, ctx) {
       el("div", { class: "columns" },
         card("Predictions, last 24 h", predictions),
         card("Drift: score against threshold", drift)),
+      card("Sensor health", sensors),
       el("div", { class: "columns" },
         card("Update history", updates),
         card("Actions", actionBox, commands))),
@@ -113,7 +140,7 @@ export async function mountDevice(root, route, ctx) {
       return;
     }
     const now = Date.now() / 1000;
-    clear(facts).append(header(data.device, now));
+    clear(facts).append(header(data.device, now, data.sensor_faults ? data.sensor_faults.faulty : []));
     const xs = data.telemetry.map((t) => t.ts);
     for (const { chart, pick } of charts) {
       const values = data.telemetry.map(pick);
@@ -140,6 +167,7 @@ export async function mountDevice(root, route, ctx) {
           el("h3", { text: `${v.model_name} v${v.model_version} · ${v.total} predictions` }), shareBars(v.labels))))
       : el("p", { class: "empty", text: "No predictions in this window." }));
     clear(drift).append(driftSection(data.alerts));
+    clear(sensors).append(sensorSection(data.sensor_faults));
     clear(updates).append(table(["When", "Release", "Version", "State", "Reason"], data.updates.map((u) => el(
       "tr", {},
       el("td", { text: when(u.ts) }),
