@@ -19,7 +19,16 @@ from edge_agent.features.image import IMAGE_STAT_NAMES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EVALUATE_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "n_images", "ms_per_image"}
+EVALUATE_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "n_images",
+    "ms_per_image",
+    "pet_recall",
+    "no_pet_recall",
+    "confusion",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +62,23 @@ def test_train_writes_both_variants_and_reports(trained: tuple[Path, Path]) -> N
     assert fp32.stat().st_size <= 20e6 and int8.stat().st_size <= 6e6
     assert int8.stat().st_size < fp32.stat().st_size / 3
     assert report["parity_max_abs_diff"] <= 1e-3
-    assert report["int8_check"]["metric"] == "balanced_accuracy"
-    assert report["int8_check"]["drop"] == pytest.approx(
+    # int8 is checked answer by answer against fp32 on every photo, colour and grayscale,
+    # with a confidence bound (a balanced-accuracy drop on 11 test photos moves in 1/8 steps).
+    check = report["int8_check"]
+    assert check["metric"] == "flip_rate" and check["n"] == 2 * report["data"]["n_images"]
+    assert 0 <= check["flips"] <= check["n"] and check["upper_bound"] > check["rate"]
+    assert check["balanced_accuracy_drop"]["drop"] == pytest.approx(
         report["fp32"]["test"]["balanced_accuracy"] - report["int8"]["test"]["balanced_accuracy"]
     )
+    # The sample's none/ photos give the model its no_pet outcome, scored beside the
+    # untrained "ImageNet pet mass" rule on the same test frames.
+    presence = report["presence"]
+    assert presence["n_test_no_pet"] >= 3 and presence["n_test_pets"] >= 8
+    assert 0.1 <= presence["threshold"] <= 0.9
+    assert presence["absent_at"] == pytest.approx(1 - presence["threshold"], abs=1e-6)
+    assert presence["fp32"]["pet_recall"] >= 0.75 and presence["fp32"]["no_pet_recall"] >= 0.66
+    assert presence["baseline_pet_mass"]["threshold"] == 0.2
+    assert presence["fp32"]["grayscale_pet_recall"] is not None
     assert report["data"]["converted"]["gif-named-jpeg"] == 1
     assert report["data"]["converted"]["alpha"] == 1
     assert report["unseen_groups"] and report["fp32"]["unseen_groups"]["n_images"] > 0
@@ -75,7 +97,9 @@ def test_specs_carry_contract_and_drift_baselines(trained: tuple[Path, Path]) ->
     int8 = read_spec(work / "catdog-int8.onnx")
     assert fp32.name == "catdog" and int8.name == "catdog-int8"
     for spec in (fp32, int8):
-        assert spec.labels == ["cat", "dog"]
+        assert spec.labels == ["cat", "dog", "no_pet"]
+        assert spec.presence is not None and spec.presence.absent_label == "no_pet"
+        assert 0.1 <= spec.presence.absent_at <= 0.9
         pre = spec.preprocessing
         assert pre.kind == "image" and pre.height == pre.width == 160
         assert pre.channel_order == "RGB" and pre.normalised_in_graph
@@ -84,6 +108,7 @@ def test_specs_carry_contract_and_drift_baselines(trained: tuple[Path, Path]) ->
         drift = spec.drift
         assert [f.name for f in drift.features] == list(IMAGE_STAT_NAMES)
         assert sum(drift.class_ratio.values()) == pytest.approx(1.0)
+        assert set(drift.class_ratio) == {"cat", "dog"}  # pet frames are what drift watches
         assert drift.confidence is not None and drift.confidence.edges[0] >= 0.5
         assert drift.embedding is not None and len(drift.embedding.mean) == 1280
         assert drift.embedding.distance is not None
@@ -118,11 +143,35 @@ def test_evaluate_runs_unchanged_on_fp32_int8_and_registry(
     ]
     for result in results:
         assert set(result) >= EVALUATE_KEYS
-        assert result["n_images"] == 40 and result["ms_per_image"] > 0
+        assert result["n_images"] == 56 and result["ms_per_image"] > 0
         assert 0.5 <= result["balanced_accuracy"] <= 1.0
+        assert result["labels"] == ["cat", "dog", "no_pet"]
+        confusion = np.array(result["confusion"])
+        assert confusion.shape == (3, 3) and confusion.sum() == 56
+        assert confusion[2].sum() == 16  # the none/ photos
+        assert result["no_pet_recall"] == pytest.approx(confusion[2, 2] / 16)
+        assert result["pet_recall"] == pytest.approx(1 - confusion[:2, 2].sum() / 40)
     assert results[2]["model_version"] == 1
     assert results[2]["model_sha256"] == results[0]["model_sha256"]
     assert results[0]["accuracy"] == results[2]["accuracy"]
+
+
+def test_evaluate_takes_the_two_folder_form_and_a_none_folder_alone(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work, _ = trained
+    model = str(work / "catdog-fp32.onnx")
+    pets = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        shutil.copytree(sample_path() / name, pets / name)
+    two = _evaluate(capsys, "--data", str(pets), "--model", model)
+    assert two["n_images"] == 40 and two["no_pet_recall"] is None
+    assert two["pet_recall"] is not None
+    empty = tmp_path / "empty"
+    shutil.copytree(sample_path() / "none", empty / "none")
+    scenes = _evaluate(capsys, "--data", str(empty), "--model", model)
+    assert scenes["n_images"] == 16 and scenes["pet_recall"] is None
+    assert scenes["no_pet_recall"] == pytest.approx(np.array(scenes["confusion"])[2, 2] / 16)
 
 
 def test_evaluate_refuses_a_damaged_model(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,12 @@ from cloud_trainer.catdog.backbone.efficientnet_lite import (
 from cloud_trainer.catdog.cli import sample_path
 from cloud_trainer.catdog.evaluate import OnnxClassifier, predict
 from cloud_trainer.catdog.features import FeatureCache, backbone_id, extract_features
-from cloud_trainer.catdog.ingest import scan_folder
+from cloud_trainer.catdog.ingest import NO_PET, scan_folder
 from cloud_trainer.catdog.split import Split, split_records
 from cloud_trainer.catdog.train import (
     TrainSettings,
     label_indices,
+    pets_only,
     pixel_arrays,
     preprocessing_for,
     train_effnet,
@@ -79,6 +81,11 @@ def test_fine_tuning_moves_only_the_top_stages(
         fine_tune_lr=1e-3,
         cache_dir=tmp_path,
     )
+    # Fine-tuning moves the features the no_pet score reads: refused with frames without
+    # pets, so it trains on the pets alone.
+    with pytest.raises(ValueError, match="fine-tuning changes the features"):
+        train_effnet(split, labels, settings)
+    split, labels = pets_only(split), [label for label in labels if label != NO_PET]
     trained = train_effnet(split, labels, settings)
     model = trained.model
     assert list(model.output_names) == ["probabilities", "embedding"]
@@ -126,26 +133,23 @@ def test_small_cnn_option_trains_exports_and_evaluates(
     fp32 = work / "catdog-fp32.onnx"
     assert fp32.stat().st_size < 5e6
     assert report["int8"]["size_bytes"] < fp32.stat().st_size
+    # No ImageNet classifier to read presence from: trained on the pets alone, said so.
+    assert report["data"]["labels"] == ["cat", "dog"] and report["presence"] is None
+    pets = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        shutil.copytree(sample_path() / name, pets / name)
+    int8 = str(work / "catdog-int8.onnx")
     capsys.readouterr()
     assert (
-        main(
-            [
-                "catdog",
-                "evaluate",
-                "--json",
-                "--data",
-                str(sample_path()),
-                "--model",
-                str(work / "catdog-int8.onnx"),
-            ]
-        )
-        == 0
+        main(["catdog", "evaluate", "--json", "--data", str(sample_path()), "--model", int8]) == 2
     )
+    assert "has no no_pet outcome" in capsys.readouterr().err
+    assert main(["catdog", "evaluate", "--json", "--data", str(pets), "--model", int8]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == 40 and 0.0 <= result["balanced_accuracy"] <= 1.0
     assert result["model_name"] == "catdog-int8"
     # Inference uses the batch-norm moving statistics: they must have followed training, or
     # every frame gets the same answer.
-    records, _ = scan_folder(sample_path())
+    records, _ = scan_folder(pets)
     predictions = predict(OnnxClassifier.load(fp32), records[:: len(records) // 8])
     assert float(np.ptp(predictions.probabilities[:, 1])) > 1e-3

@@ -54,10 +54,11 @@ def messy_folder(tmp_path: Path) -> Path:
 
 def test_odd_files_are_converted_or_skipped_and_counted(messy_folder: Path) -> None:
     records, report = scan_folder(messy_folder)
-    assert report.labels == ["cat", "dog"]
-    assert report.n_files == 40 + 9
-    assert report.n_images == len(records) == 40 + 2  # the grey and the 16-bit PNG are usable
-    assert report.per_class == {"cat": 20, "dog": 22}
+    assert report.labels == ["cat", "dog", "no_pet"]  # none/ holds the frames without a pet
+    assert report.n_files == 40 + 16 + 9
+    # the grey and the 16-bit PNG are usable
+    assert report.n_images == len(records) == 40 + 16 + 2
+    assert report.per_class == {"cat": 20, "dog": 22, "no_pet": 16}
     assert report.duplicates == 1
     assert report.skipped == {
         "truncated": 2,

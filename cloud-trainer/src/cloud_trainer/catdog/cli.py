@@ -28,6 +28,7 @@ from cloud_trainer.errors import UserError
 log = logging.getLogger(__name__)
 
 SHARED_PETS = Path("shared") / "data" / "pets"
+SHARED_SCENES = Path("shared") / "data" / "scenes"
 
 
 def repository_root() -> Path:
@@ -50,6 +51,20 @@ def default_data_path() -> tuple[Path, str]:
     return sample_path(), "shipped sample"
 
 
+def default_negatives(data: Path) -> Path | None:
+    """Frames without a pet for a data folder that has no ``none/``: the shared scenes
+    beside the shared pets photos, when training on those."""
+    from cloud_trainer.catdog.ingest import NONE_FOLDER
+
+    if (data / NONE_FOLDER).is_dir():
+        return None
+    scenes = repository_root().parent / SHARED_SCENES
+    shared = repository_root().parent / SHARED_PETS
+    if scenes.is_dir() and data.resolve() == shared.resolve():
+        return scenes
+    return None
+
+
 def register(subparsers: Any) -> None:
     catdog = subparsers.add_parser("catdog", help="camera model: cat or dog")
     verbs = catdog.add_subparsers(dest="catdog_command", required=True, metavar="VERB")
@@ -57,7 +72,23 @@ def register(subparsers: Any) -> None:
     train = verbs.add_parser(
         "train", help="ingest, train, export fp32 + int8, evaluate, register and gate"
     )
-    train.add_argument("--data", type=Path, help="folder of class sub-folders (default: shared)")
+    train.add_argument(
+        "--data",
+        type=Path,
+        help="folder of class sub-folders, none/ holding frames without a pet (default: shared)",
+    )
+    train.add_argument(
+        "--negatives",
+        type=Path,
+        help="extra folder of frames without a pet (default with the shared pets: the shared "
+        "scenes)",
+    )
+    train.add_argument(
+        "--min-pet-recall", type=float, default=0.95, help="gate floor (default 0.95)"
+    )
+    train.add_argument(
+        "--min-no-pet-recall", type=float, default=0.95, help="gate floor (default 0.95)"
+    )
     train.add_argument("--arch", choices=["effnet-lite0", "small-cnn"], default="effnet-lite0")
     train.add_argument("--size", type=int, choices=[160, 224], help="input size (default 224)")
     train.add_argument("--store", help="MLflow folder or URI (default: $EDGE_MLOPS_MLFLOW, ...)")
@@ -71,7 +102,12 @@ def register(subparsers: Any) -> None:
     train.set_defaults(func=run_train)
 
     evaluate = verbs.add_parser("evaluate", help="score a model on a folder of class sub-folders")
-    evaluate.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder of class sub-folders (cat/, dog/ and optionally none/)",
+    )
     evaluate.add_argument(
         "--model", required=True, help="ONNX path, models:/NAME/VERSION or models:/NAME@ALIAS"
     )
@@ -99,6 +135,9 @@ def _settings(args: argparse.Namespace, data: Path) -> Any:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return PipelineSettings(
         data=data,
+        negatives=args.negatives or default_negatives(data),
+        min_pet_recall=args.min_pet_recall,
+        min_no_pet_recall=args.min_no_pet_recall,
         work_dir=args.work_dir or Path("runs") / f"catdog-{stamp}",
         train=train,
         calibration_images=32 if quick else 200,
@@ -179,9 +218,33 @@ def run_train(args: argparse.Namespace) -> int:
     out.print(table)
     check = report.int8_check
     out.print(
-        f"int8 drop {check['drop']:+.4f} (max {check['max_drop']}): "
-        f"{'ok' if check['passed'] else 'TOO LARGE'}"
+        f"int8 answers differ from fp32 on {check['flips']} of {check['n']} frames "
+        "(every photo, colour and grayscale): "
+        f"upper bound {check['upper_bound']:.4f} (max {check['max_rate']}): "
+        f"{'ok' if check['passed'] else 'TOO MANY'}"
     )
+    presence = report.presence
+    if presence is not None:
+        base = presence["baseline_pet_mass"]
+
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        for name, row in (("fp32", presence["fp32"]), ("int8", presence["int8"])):
+            out.print(
+                f"no_pet ({name}, absent at {presence['absent_at']:.3f}): pet recall "
+                f"{pct(row['pet_recall'])}, no-pet recall {pct(row['no_pet_recall'])}"
+                + (
+                    f", grayscale pet recall {pct(row['grayscale_pet_recall'])}"
+                    if "grayscale_pet_recall" in row
+                    else ""
+                )
+            )
+        out.print(
+            f"baseline pet mass >= {base['threshold']}: pet recall {pct(base['pet_recall'])}, "
+            f"no-pet recall {pct(base['no_pet_recall'])}, grayscale pet recall "
+            f"{pct(base['grayscale_pet_recall'])}"
+        )
     data_report = report.data
     out.print(
         f"data {data_report.n_images} images of {data_report.n_files} files; converted "
@@ -229,4 +292,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"balanced accuracy {evaluation.balanced_accuracy:.4f}, macro-F1 "
         f"{evaluation.macro_f1:.4f}, {evaluation.ms_per_image:.1f} ms/image"
     )
+    if evaluation.pet_recall is not None or evaluation.no_pet_recall is not None:
+        out.print(
+            f"pet recall {evaluation.pet_recall}, no-pet recall {evaluation.no_pet_recall} "
+            f"(balanced accuracy over the {evaluation.n_pets_found} pets found)"
+        )
     return 0

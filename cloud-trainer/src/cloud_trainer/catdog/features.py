@@ -38,8 +38,8 @@ class FeatureCache:
     The backbone id is a hash of its weight file, so new weights never reuse stale features.
     """
 
-    def __init__(self, root: Path, backbone_id: str, size: int) -> None:
-        self.folder = root / f"{backbone_id}-{size}"
+    def __init__(self, root: Path, backbone_id: str, size: int, views: str = "") -> None:
+        self.folder = root / (f"{backbone_id}-{size}" + (f"-{views}" if views else ""))
         self.hits = 0
         self.misses = 0
 
@@ -84,10 +84,13 @@ def extract_features(
     n_views: int = 1,
     cache: FeatureCache | None = None,
     progress: Callable[[int, int], None] | None = None,
+    views: Sequence[str] = FEATURE_VIEWS,
+    make_view: Callable[[npt.NDArray[np.uint8], str], npt.NDArray[np.uint8]] = feature_view,
 ) -> npt.NDArray[np.float32]:
-    """(len(records), n_views, dim) backbone features; views as in ``augment.FEATURE_VIEWS``."""
-    if not 1 <= n_views <= len(FEATURE_VIEWS):
-        raise ValueError(f"n_views must be 1..{len(FEATURE_VIEWS)}, got {n_views}")
+    """(len(records), n_views, dim) backbone features of the first ``n_views`` of ``views``
+    (``augment.FEATURE_VIEWS`` unless given; a cache holds one view list only)."""
+    if not 1 <= n_views <= len(views):
+        raise ValueError(f"n_views must be 1..{len(views)}, got {n_views}")
     results: list[npt.NDArray[np.float32] | None] = [
         cache.get(r.sha256, n_views) if cache else None for r in records
     ]
@@ -103,9 +106,7 @@ def extract_features(
         inputs: list[npt.NDArray[np.float32]] = []
         for i in chunk:
             bgr = read_image(records[i].path)
-            inputs.extend(
-                frame_input(feature_view(bgr, v), preprocessing) for v in FEATURE_VIEWS[:n_views]
-            )
+            inputs.extend(frame_input(make_view(bgr, v), preprocessing) for v in views[:n_views])
         feats = np.asarray(backbone.predict_on_batch(np.stack(inputs)), dtype=np.float32)
         feats = feats.reshape(len(chunk), n_views, -1)
         for j, i in enumerate(chunk):

@@ -28,6 +28,16 @@ MAX_PROBLEMS_LISTED = 200
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 _SUFFIX_FORMAT = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
 _GROUP = re.compile(r"^(?P<group>.+?)[_\- ]?\d+$")
+# A class folder named ``none`` holds frames without a pet: the model's ``no_pet`` outcome.
+NONE_FOLDER = "none"
+NO_PET = "no_pet"
+# Files of public data sets whose content is not what their folder says, by content hash:
+# skipped with the reason in the data report rather than trained or scored as labelled.
+KNOWN_MISLABELLED = {
+    "d586a964aefbdd3450a4d151bfaa14a6dc2b38f42e7fa638bdc39735f9548f0b": (
+        "known-mislabelled: OpenCV's chicky_512 sample shows a dog, not an empty scene"
+    ),
+}
 
 
 class ImageRejected(Exception):
@@ -195,23 +205,44 @@ def class_folders(root: Path, min_classes: int = 2) -> list[Path]:
     return folders
 
 
+def label_of(folder: str) -> str:
+    """The label a class folder's images carry (``none`` holds the no_pet frames)."""
+    return NO_PET if folder == NONE_FOLDER else folder
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [f for f in sorted(folder.rglob("*")) if f.is_file() and not f.name.startswith(".")]
+
+
 def scan_folder(
     root: Path,
     progress: Callable[[int, int], None] | None = None,
     *,
     min_classes: int = 2,
+    negatives: Path | None = None,
 ) -> tuple[list[ImageRecord], DataReport]:
     """Every usable image under ``root/<class>/``, and the report of what was not used.
 
-    Scoring may use a folder of one class (e.g. only cats); training needs two or more.
+    A ``none/`` folder, and every image under ``negatives``, are frames without a pet
+    (label ``no_pet``, listed last). Scoring may use a folder of one class (e.g. only cats);
+    training needs two or more pet classes.
     """
-    folders = class_folders(root, min_classes)
-    files = [
-        (folder.name, f)
-        for folder in folders
-        for f in sorted(folder.rglob("*"))
-        if f.is_file() and not f.name.startswith(".")
-    ]
+    folders = class_folders(root, 1)
+    pet_folders = [f for f in folders if f.name != NONE_FOLDER]
+    if min_classes > 1 and len(pet_folders) < min_classes:
+        raise DatasetError(
+            f"{root} must hold at least {min_classes} pet class folders besides "
+            f"{NONE_FOLDER}/; found {[p.name for p in pet_folders]}"
+        )
+    none_folder = root / NONE_FOLDER
+    sources = [(f.name, f) for f in pet_folders]
+    if none_folder.is_dir():
+        sources.append((NO_PET, none_folder))
+    if negatives is not None:
+        if not negatives.is_dir():
+            raise DatasetError(f"negatives folder {negatives} does not exist or is not a folder")
+        sources.append((NO_PET, negatives))
+    files = [(label, f) for label, folder in sources for f in _files_under(folder)]
     records: list[ImageRecord] = []
     seen: dict[str, Path] = {}
     converted: Counter[str] = Counter()
@@ -219,11 +250,12 @@ def scan_folder(
     problems: list[FileProblem] = []
     duplicates = 0
 
+    def shown(f: Path) -> str:
+        return str(f.relative_to(root)) if f.is_relative_to(root) else str(f)
+
     def note(f: Path, outcome: str, reason: str) -> None:
         if len(problems) < MAX_PROBLEMS_LISTED:
-            problems.append(
-                FileProblem(file=str(f.relative_to(root)), outcome=outcome, reason=reason)
-            )
+            problems.append(FileProblem(file=shown(f), outcome=outcome, reason=reason))
 
     for i, (label, f) in enumerate(files):
         if progress is not None:
@@ -240,9 +272,13 @@ def scan_folder(
             note(f, "skipped", str(e))
             continue
         digest = hashlib.sha256(data).hexdigest()
+        if digest in KNOWN_MISLABELLED:
+            skipped["known-mislabelled"] += 1
+            note(f, "skipped", KNOWN_MISLABELLED[digest])
+            continue
         if digest in seen:
             duplicates += 1
-            note(f, "duplicate", f"same bytes as {seen[digest].relative_to(root)}")
+            note(f, "duplicate", f"same bytes as {shown(seen[digest])}")
             continue
         seen[digest] = f
         for c in conversions:
@@ -252,15 +288,14 @@ def scan_folder(
         h, w = image.shape[:2]
         records.append(ImageRecord(f, label, digest, f"{label}/{group_of(f)}", h, w))
 
-    per_class = {
-        folder.name: sum(1 for r in records if r.label == folder.name) for folder in folders
-    }
+    labels = list(dict.fromkeys(label for label, _ in sources))
+    per_class = {label: sum(1 for r in records if r.label == label) for label in labels}
     empty = [label for label, n in per_class.items() if n == 0]
     if empty:
         raise DatasetError(f"no usable images for class(es) {empty} under {root}")
     report = DataReport(
         root=str(root),
-        labels=[folder.name for folder in folders],
+        labels=labels,
         n_files=len(files),
         n_images=len(records),
         per_class=per_class,

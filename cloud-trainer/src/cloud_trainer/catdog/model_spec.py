@@ -22,6 +22,7 @@ from edge_agent.protocol.bundle import (
     FeatureBaseline,
     ImagePreprocessing,
     ModelSpec,
+    PresenceRule,
 )
 from edge_agent.protocol.manifest import TensorSpec
 
@@ -112,6 +113,7 @@ def build_spec(
     git_commit: str | None = None,
     capture_below: float | None = None,
     capture_quantile: float | None = None,
+    presence: PresenceRule | None = None,
 ) -> ModelSpec:
     size = [None, preprocessing.height, preprocessing.width, 3]
     return ModelSpec(
@@ -129,6 +131,7 @@ def build_spec(
         drift=drift,
         capture_below=capture_below,
         capture_quantile=capture_quantile,
+        presence=presence,
         data_version=data_version,
         latency_budget_ms=LATENCY_BUDGET_MS,
         git_commit=git_commit,

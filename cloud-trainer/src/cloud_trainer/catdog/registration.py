@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloud_trainer.catdog.evaluate import OnnxClassifier, evaluate_model
+from cloud_trainer.catdog.ingest import NO_PET
 from cloud_trainer.catdog.split import Split
-from cloud_trainer.export.quantize import AccuracyDropCheck
+from cloud_trainer.export.quantize import FlipCheck
 from cloud_trainer.registry import (
+    GateDecision,
     GateInputs,
     apply_gate,
     decide,
@@ -40,7 +42,11 @@ def _test_score(split: Split) -> Callable[[Path], float]:
     """The champion is scored by the same code on the same test split as the candidate."""
 
     def score(path: Path) -> float:
-        evaluation, _ = evaluate_model(OnnxClassifier.load(path), split.test)
+        model = OnnxClassifier.load(path)
+        records = split.test
+        if NO_PET not in model.spec.labels:  # a champion from before no_pet: its pets only
+            records = [r for r in records if r.label != NO_PET]
+        evaluation, _ = evaluate_model(model, records)
         return evaluation.balanced_accuracy
 
     return score
@@ -81,10 +87,34 @@ def _gate(
         champion=champion,
         champion_error=champion_error,
     )
-    decision = apply_gate(decide(inputs), run_id)
+    decision = apply_gate(with_presence_floors(decide(inputs), variant, settings), run_id)
     variant.registered = registered.uri
     variant.promoted = decision.promote
     variant.gate_reasons = decision.reasons
+
+
+def with_presence_floors(
+    decision: GateDecision, variant: VariantResult, settings: PipelineSettings
+) -> GateDecision:
+    """A model with a no_pet outcome must also find pets and reject empty scenes."""
+    test = variant.test
+    if test.pet_recall is None and test.no_pet_recall is None:
+        return decision
+    reasons = list(decision.reasons)
+    promote = decision.promote
+    for name, value, floor in (
+        ("pet_recall", test.pet_recall, settings.min_pet_recall),
+        ("no_pet_recall", test.no_pet_recall, settings.min_no_pet_recall),
+    ):
+        if value is None:
+            promote = False
+            reasons.append(f"{name} not measured: the test split needs pets and empty scenes")
+        elif value < floor:
+            promote = False
+            reasons.append(f"{name} {value:.4f} below its floor {floor:.2f}")
+        else:
+            reasons.append(f"{name} {value:.4f} meets its floor {floor:.2f}")
+    return decision.model_copy(update={"promote": promote, "reasons": reasons})
 
 
 def register_report(
@@ -92,11 +122,12 @@ def register_report(
     settings: PipelineSettings,
     split: Split,
     max_abs_diff: float,
-    check: AccuracyDropCheck,
+    check: FlipCheck,
 ) -> None:
     """One MLflow run; the fp32 model as ``<name>`` and the int8 one as ``<name>-int8``.
 
-    The int8 variant's parity input is its accuracy-drop check against fp32.
+    The int8 variant's parity input is its flip check against fp32 (the recorded difference
+    is the upper bound of its flip rate).
     """
     import mlflow
 
@@ -114,7 +145,8 @@ def register_report(
             metrics={
                 "fp32": _headline(report.fp32),
                 "int8": _headline(report.int8),
-                "int8_drop": check.drop,
+                "int8_flip_rate_upper": check.upper_bound,
+                "int8_flips": check.flips,
                 "parity_max_abs_diff": max_abs_diff,
                 "training": report.training,
                 "n_images": report.data.n_images,

@@ -30,7 +30,17 @@ from cloud_trainer.catdog.features import (
     frame_input,
 )
 from cloud_trainer.catdog.head import C_GRID, LinearHead, fit_linear_head
-from cloud_trainer.catdog.ingest import ImageRecord, read_image
+from cloud_trainer.catdog.ingest import NO_PET, ImageRecord, read_image
+from cloud_trainer.catdog.presence import (
+    NEGATIVE_VIEWS,
+    PET_VIEWS,
+    PRESENCE_C,
+    PresenceHead,
+    choose_threshold,
+    fit_presence,
+    presence_layer,
+    view_of,
+)
 from cloud_trainer.catdog.small_cnn import build_small_cnn
 from cloud_trainer.catdog.split import Split
 from edge_agent.protocol.bundle import ImagePreprocessing
@@ -78,6 +88,7 @@ class TrainedModel:
     settings: TrainSettings
     metrics: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    presence: PresenceHead | None = None
 
 
 def preprocessing_for(size: int) -> ImagePreprocessing:
@@ -184,8 +195,18 @@ def fit_on_pixels(
     return best
 
 
-def transfer_classifier(backbone: Any, head: LinearHead) -> Any:
-    """Backbone (0-255 in, pooled out) plus a softmax head; outputs probabilities, embedding."""
+def transfer_classifier(
+    backbone: Any,
+    head: LinearHead,
+    presence: PresenceHead | None = None,
+    imagenet: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None = None,
+) -> Any:
+    """Backbone (0-255 in, pooled out) plus a softmax head; outputs probabilities, embedding.
+
+    With a presence head (and the ImageNet classifier's weights, ``(1000, dim)`` kernel and
+    bias) the probabilities are ``[q * p(pet label) ..., 1 - q]``: q the presence score, the
+    last column the ``no_pet`` label's.
+    """
     import keras
     from keras import layers
 
@@ -193,8 +214,102 @@ def transfer_classifier(backbone: Any, head: LinearHead) -> Any:
     dense = layers.Dense(head.kernel.shape[1], name="logits")
     logits = dense(embedding)
     dense.set_weights([head.kernel, head.bias])
-    probabilities = layers.Softmax(name="probabilities")(logits)
+    if presence is None:
+        probabilities = layers.Softmax(name="probabilities")(logits)
+        return keras.Model(backbone.inputs, [probabilities, embedding], name="catdog_effnet_lite0")
+    if imagenet is None:
+        raise ValueError("a presence head needs the ImageNet classifier's weights")
+    pet = layers.Softmax(name="pet_softmax")(logits)
+    classifier = layers.Dense(1000, name="imagenet_logits")
+    imagenet_logits = classifier(embedding)
+    classifier.set_weights([imagenet[0].T.astype(np.float32), imagenet[1].astype(np.float32)])
+    probabilities = presence_layer(presence, pet, imagenet_logits)
     return keras.Model(backbone.inputs, [probabilities, embedding], name="catdog_effnet_lite0")
+
+
+def _presence_logits(
+    backbone: Any,
+    records: Sequence[ImageRecord],
+    views: tuple[str, ...],
+    preprocessing: ImagePreprocessing,
+    cache: FeatureCache,
+    imagenet: tuple[npt.NDArray[Any], npt.NDArray[Any]],
+    progress: Callable[[int, int], None] | None,
+) -> npt.NDArray[np.float64]:
+    """(len(records), len(views), 1000) ImageNet logits of each record's presence views."""
+    pooled = extract_features(
+        backbone,
+        records,
+        preprocessing,
+        n_views=len(views),
+        cache=cache,
+        progress=progress,
+        views=views,
+        make_view=view_of,
+    )
+    logits = pooled.astype(np.float64) @ imagenet[0].T.astype(np.float64) + imagenet[1]
+    return np.asarray(logits, dtype=np.float64)
+
+
+def train_presence(
+    backbone: Any,
+    split: Split,
+    preprocessing: ImagePreprocessing,
+    cache_root: Path,
+    backbone_key: str,
+    imagenet: tuple[npt.NDArray[Any], npt.NDArray[Any]],
+    settings: TrainSettings,
+    progress: Progress | None = None,
+) -> tuple[PresenceHead, dict[str, float]]:
+    """Fit the presence score on the training split (pets in colour and grayscale; frames
+    without pets in colour, grayscale, dark, blurred and noisy), choose its threshold on the
+    validation split (colour and grayscale)."""
+
+    def step(what: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda i, n: progress(what, i, n))
+
+    size = preprocessing.height
+    pets_cache = FeatureCache(cache_root, backbone_key, size, "pets-" + "-".join(PET_VIEWS))
+    none_cache = FeatureCache(cache_root, backbone_key, size, "none-" + "-".join(NEGATIVE_VIEWS))
+
+    def logits(records: list[ImageRecord], none: bool, what: str) -> npt.NDArray[np.float64]:
+        views = NEGATIVE_VIEWS if none else PET_VIEWS
+        cache = none_cache if none else pets_cache
+        return _presence_logits(
+            backbone, records, views, preprocessing, cache, imagenet, step(what)
+        )
+
+    def parts(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:
+        return [r for r in records if r.label != NO_PET], [r for r in records if r.label == NO_PET]
+
+    pets_train, none_train = parts(split.train)
+    pets_val, none_val = parts(split.val)
+    if not none_train:
+        raise ValueError("no frames without a pet in the training split")
+    train_pets = logits(pets_train, False, "presence: train pets")
+    train_none = logits(none_train, True, "presence: train scenes")
+    weights, bias = fit_presence(
+        train_pets.reshape(-1, 1000), train_none.reshape(-1, 1000), PRESENCE_C, settings.seed
+    )
+    head = PresenceHead(weights, bias, 0.5, PRESENCE_C)
+    metrics: dict[str, float] = {}
+    if pets_val and none_val:
+        # Colour and grayscale views of held-out photos: the night camera counts as much.
+        val_pets = logits(pets_val, False, "presence: val pets")[:, : len(PET_VIEWS)]
+        val_none = logits(none_val, True, "presence: val scenes")[:, :2]
+        pet_scores = head.score(val_pets.reshape(-1, 1000))
+        none_scores = head.score(val_none.reshape(-1, 1000))
+        threshold = choose_threshold(pet_scores.tolist())
+        head = PresenceHead(weights, bias, threshold, PRESENCE_C)
+        metrics = {
+            "presence_threshold": threshold,
+            "presence_val_pet_recall": float(np.mean(pet_scores >= threshold)),
+            "presence_val_no_pet_recall": float(np.mean(none_scores < threshold)),
+        }
+    else:
+        log.warning("no validation frames on both sides: presence threshold left at 0.5")
+    log.info("presence score: threshold %.3f %s", head.threshold, metrics)
+    return head, metrics
 
 
 def unfreeze_top_stages(model: Any, stages: int) -> int:
@@ -214,10 +329,19 @@ def unfreeze_top_stages(model: Any, stages: int) -> int:
 def train_effnet(
     split: Split, labels: list[str], settings: TrainSettings, progress: Progress | None = None
 ) -> TrainedModel:
-    """Frozen Lite0 features (cached) + linear head; then optional top-stage fine-tuning."""
+    """Frozen Lite0 features (cached) + linear head; then optional top-stage fine-tuning.
+
+    With ``no_pet`` frames in the split, the cat/dog head trains on the pets alone and a
+    presence score (``train_presence``) decides ``no_pet``; its label is listed last.
+    """
     started = time.perf_counter()
+    negatives = split if NO_PET in labels else None
+    if negatives is not None:
+        labels = [label for label in labels if label != NO_PET]
+        split = pets_only(split)
     weights_file = settings.weights_file or default_weights_path()
-    backbone = build_lite0(settings.size, load_lite0_weights(weights_file))
+    weights = load_lite0_weights(weights_file)
+    backbone = build_lite0(settings.size, weights)
     preprocessing = preprocessing_for(settings.size)
     cache = FeatureCache(
         settings.cache_dir or default_cache_dir(), backbone_id(weights_file), settings.size
@@ -243,11 +367,32 @@ def train_effnet(
     y = np.repeat(y_train, settings.feature_views)
     grid = (settings.head_c,) if settings.head_c is not None else C_GRID
     head = fit_linear_head(x, y, val_f, y_val, len(labels), grid, seed=settings.seed)
-    model = transfer_classifier(backbone, head)
+    presence: PresenceHead | None = None
+    presence_metrics: dict[str, float] = {}
+    imagenet: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None = None
+    if negatives:
+        if settings.fine_tune_epochs > 0:
+            raise ValueError(
+                "fine-tuning changes the features the presence score reads: train a model "
+                "with frames without pets (none/) with fine_tune_epochs 0"
+            )
+        imagenet = (weights["_fc.weight"], weights["_fc.bias"])
+        presence, presence_metrics = train_presence(
+            backbone,
+            negatives,
+            preprocessing,
+            settings.cache_dir or default_cache_dir(),
+            backbone_id(weights_file),
+            imagenet,
+            settings,
+            progress,
+        )
+    model = transfer_classifier(backbone, head, presence, imagenet)
     features_s = time.perf_counter() - started
     metrics = {
         "head_val_balanced_accuracy": head.val_balanced_accuracy,
         "features_and_head_seconds": features_s,
+        **presence_metrics,
     }
     notes: dict[str, Any] = {
         "head_c": head.c,
@@ -279,7 +424,8 @@ def train_effnet(
         metrics["train_seconds"],
         features_s,
     )
-    return TrainedModel(model, labels, preprocessing, settings, metrics, notes)
+    out_labels = [*labels, NO_PET] if presence is not None else labels
+    return TrainedModel(model, out_labels, preprocessing, settings, metrics, notes, presence)
 
 
 def train_small_cnn(
@@ -309,9 +455,25 @@ def train_small_cnn(
     return TrainedModel(model, labels, preprocessing, settings, metrics)
 
 
+def pets_only(split: Split) -> Split:
+    """The split without its ``no_pet`` frames (what the cat/dog head trains and scores on)."""
+
+    def keep(records: list[ImageRecord]) -> list[ImageRecord]:
+        return [r for r in records if r.label != NO_PET]
+
+    return Split(
+        keep(split.train), keep(split.val), keep(split.test), split.unseen_groups, split.version
+    )
+
+
 def train_model(
     split: Split, labels: list[str], settings: TrainSettings, progress: Progress | None = None
 ) -> TrainedModel:
     if settings.arch == "small-cnn":
+        if NO_PET in labels:
+            raise ValueError(
+                "the small CNN has no ImageNet classifier to read pet presence from: train "
+                "effnet-lite0, or leave the frames without pets (none/) out"
+            )
         return train_small_cnn(split, labels, settings, progress)
     return train_effnet(split, labels, settings, progress)

@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 CalibrationMethod = Literal["minmax", "percentile", "entropy"]
 DEFAULT_MAX_DROP = 0.01
+# int8 may answer differently from fp32 on at most this share of frames (95 % upper bound).
+DEFAULT_MAX_FLIP_RATE = 0.05
+FLIP_CONFIDENCE = 0.95
 # Softmax stays in float: quantised probabilities come in 1/255 steps, which would flatten the
 # confidence histogram the drift monitor watches and tie the scores ROC-AUC ranks.
 QUANTISED_OPS = (
@@ -111,6 +114,70 @@ def check_accuracy_drop(
     return check
 
 
+@dataclass(frozen=True)
+class FlipCheck:
+    """int8 against fp32, answer by answer on the same frames: passes when the one-sided
+    Clopper-Pearson upper bound of the flip rate is within ``max_rate``.
+
+    A drop in balanced accuracy on a small test split moves in steps of one photo (1/64 of a
+    class is 0.016), so a 0.01 limit on it passes or fails by chance; counting the answers
+    that changed, with a confidence bound, asks the question the check is for.
+    """
+
+    flips: int
+    n: int
+    max_rate: float
+    confidence: float = FLIP_CONFIDENCE
+
+    @property
+    def rate(self) -> float:
+        return self.flips / self.n if self.n else float("nan")
+
+    @property
+    def upper_bound(self) -> float:
+        if self.n == 0:
+            return 1.0
+        if self.flips >= self.n:
+            return 1.0
+        from scipy.stats import beta
+
+        return float(beta.ppf(self.confidence, self.flips + 1, self.n - self.flips))
+
+    @property
+    def passed(self) -> bool:
+        return self.n > 0 and self.upper_bound <= self.max_rate + 1e-12
+
+    @property
+    def drop(self) -> float:
+        """The figure the gate records as the int8 variant's parity difference."""
+        return self.upper_bound
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "metric": "flip_rate",
+            "flips": self.flips,
+            "n": self.n,
+            "rate": self.rate,
+            "upper_bound": self.upper_bound,
+            "confidence": self.confidence,
+            "max_rate": self.max_rate,
+            "passed": self.passed,
+        }
+
+
+def check_flips(flips: int, n: int, max_rate: float = DEFAULT_MAX_FLIP_RATE) -> FlipCheck:
+    check = FlipCheck(flips, n, max_rate)
+    log.info(
+        "int8 answers differ from fp32 on %s of %s frames: upper bound %.4f (max %.4f) %s",
+        flips,
+        n,
+        check.upper_bound,
+        max_rate,
+        "ok" if check.passed else "TOO MANY",
+    )
+    return check
+
+
 class _ArrayReader:
     """Feeds calibration batches to onnxruntime's calibrator (its CalibrationDataReader API)."""
 
@@ -160,11 +227,14 @@ def quantize_int8(
     batch: int = 16,
     metadata: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
+    exclude_nodes_containing: Sequence[str] = (),
 ) -> QuantizeReport:
     """QDQ int8 weights / uint8 activations, calibrated on ``calibration`` (N, ...) inputs.
 
     The fp32 file's metadata (the model spec) is carried over; ``metadata`` entries replace
-    keys of the same name, so the int8 file can carry its own measured baselines.
+    keys of the same name, so the int8 file can carry its own measured baselines. Nodes
+    whose name contains one of ``exclude_nodes_containing`` stay in float (small arithmetic
+    on probabilities, such as a presence score's logarithms, loses its meaning in 1/255 steps).
     """
     import onnx
     from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
@@ -204,6 +274,13 @@ def quantize_int8(
             if progress is not None:
                 progress("preparing graph")
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            excluded = [
+                node.name
+                for node in onnx.load_model(str(prepared)).graph.node
+                if any(part in node.name for part in exclude_nodes_containing)
+            ]
+            if exclude_nodes_containing and not excluded:
+                log.warning("no node matched %s: nothing kept in float", exclude_nodes_containing)
             if progress is not None:
                 progress(f"calibrating on {len(calibration)} inputs")
             quantize_static(
@@ -216,6 +293,7 @@ def quantize_int8(
                 per_channel=per_channel,
                 calibrate_method=methods[method],
                 op_types_to_quantize=list(QUANTISED_OPS),
+                nodes_to_exclude=excluded,
                 extra_options={"CalibTensorRangeSymmetric": False},
             )
             write_metadata(partial, carried)

@@ -235,16 +235,8 @@ class InferenceEngine:
             )
         if not all(math.isfinite(v) for v in scores.values()):
             raise OutputError(f"{self.spec.probabilities_output} is not finite: {scores}")
-        positive = self.spec.positive_label
-        threshold = self.spec.decision_threshold
-        if positive is not None and threshold is not None:
-            if scores[positive] >= threshold:
-                label = positive
-            else:
-                label = max((k for k in scores if k != positive), key=scores.__getitem__)
-        else:
-            label = max(scores, key=scores.__getitem__)
-        return label, scores[label], scores
+        label, confidence = self.spec.decide(scores)
+        return label, confidence, scores
 
     def __repr__(self) -> str:
         return f"InferenceEngine({self.spec.name!r}, {self.path}, sha256={self.sha256[:12]})"

@@ -52,12 +52,13 @@ IGNORABLE_SECTIONS = frozenset(
         "drift.embedding",
         "drift.seasonal",
         "git_commit",
+        "presence",
         "sensor_health",
     }
 )
 # Fields that strict (pre-0.2.0) agents do not know: a spec carrying one needs 0.2.0+.
 NEWER_THAN_STRICT_AGENTS = frozenset(
-    {"capture_below", "capture_quantile", "sensor_health", OPTIONAL_KEY}
+    {"capture_below", "capture_quantile", "presence", "sensor_health", OPTIONAL_KEY}
 )
 
 
@@ -241,6 +242,27 @@ class TabularPreprocessing(WireModel):
 Preprocessing = Annotated[ImagePreprocessing | TabularPreprocessing, Field(discriminator="kind")]
 
 
+class PresenceRule(WireModel):
+    """How a model says "nothing to see": one label means the subject is absent.
+
+    The model's probabilities over its labels include ``absent_label``; the device answers it
+    when its probability is at least ``absent_at`` (calibrated at training on held-out scenes
+    and subjects), and otherwise the most probable of the other labels. A reader that ignores
+    this section takes the plain arg-max, which also answers the absent label, only less
+    often than calibrated.
+    """
+
+    absent_label: Label
+    absent_at: float = Field(
+        gt=0,
+        lt=1,
+        description="The absent label is answered when its probability is at least this.",
+    )
+    method: Name | None = Field(
+        default=None, description="How the presence score is made (for the model card)."
+    )
+
+
 class ModelSpec(WireModel):
     """Everything the device needs to know about a model, shipped inside its ONNX file."""
 
@@ -276,6 +298,12 @@ class ModelSpec(WireModel):
     )
     preprocessing: Preprocessing
     drift: DriftBaseline = Field(default_factory=DriftBaseline)
+    presence: PresenceRule | None = Field(
+        default=None,
+        description="The label meaning the subject is absent (a camera's no_pet) and the "
+        "calibrated probability at which it is answered; absent for models that always "
+        "see their subject.",
+    )
     sensor_health: SensorHealthBaseline | None = Field(
         default=None,
         description="Per-sensor limits and change models for the station's sensor-health "
@@ -298,7 +326,44 @@ class ModelSpec(WireModel):
             raise ValueError(f"positive_label {self.positive_label!r} not in labels")
         if self.capture_quantile is not None and self.capture_below is None:
             raise ValueError("capture_quantile needs capture_below")
+        if self.presence is not None:
+            if self.presence.absent_label not in self.labels:
+                raise ValueError(
+                    f"presence.absent_label {self.presence.absent_label!r} not in labels"
+                )
+            if len(self.labels) < 3:
+                raise ValueError("presence needs at least two labels besides the absent one")
         return self
+
+    def present_labels(self) -> list[str]:
+        """The labels that name a subject (all of them without a presence rule)."""
+        absent = self.presence.absent_label if self.presence is not None else None
+        return [label for label in self.labels if label != absent]
+
+    def decide(self, scores: Mapping[str, float]) -> tuple[str, float]:
+        """The answer and its confidence for per-label probabilities (one rule for the device
+        and for evaluation in the cloud).
+
+        With a presence rule the absent label wins at ``absent_at``; otherwise the most
+        probable subject label, its confidence being its share of the subject labels'
+        probability (how sure the model is which subject, given there is one).
+        """
+        if self.presence is not None:
+            absent = self.presence.absent_label
+            if scores[absent] >= self.presence.absent_at:
+                return absent, float(scores[absent])
+            present = {k: v for k, v in scores.items() if k != absent}
+            label = max(present, key=present.__getitem__)
+            total = sum(present.values())
+            return label, float(present[label] / total) if total > 0 else 0.0
+        positive, threshold = self.positive_label, self.decision_threshold
+        if positive is not None and threshold is not None:
+            if scores[positive] >= threshold:
+                return positive, float(scores[positive])
+            label = max((k for k in scores if k != positive), key=scores.__getitem__)
+            return label, float(scores[label])
+        label = max(scores, key=scores.__getitem__)
+        return label, float(scores[label])
 
     def to_metadata(self) -> dict[str, str]:
         """The spec as ONNX metadata, declaring its ignorable sections when they matter."""
