@@ -50,6 +50,7 @@ BENCHES: dict[str, tuple[str, list[str] | None, list[str] | None]] = {
         ["--devices", "500", "1000", "--seconds", "60"],
     ),
     "http": ("bench_http_load", ["--seconds", "5"], ["--seconds", "20"]),
+    "rtsp": ("bench_rtsp", ["--repeats", "3"], ["--repeats", "7"]),
 }
 __doc__ = (__doc__ or "") % ", ".join(BENCHES)
 
@@ -185,6 +186,30 @@ def _http(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
+def _rtsp(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    def median(key: str) -> Any:
+        return r[key]["median_s"]
+
+    fast = median("first frame: source (tcp + probesize 32 + low_delay)")
+    return [
+        (
+            "rtsp dead stream → lost s",
+            _f(median("dead → lost"), 2),
+            f"serving {_f(median('back after dead'), 2)} s after the camera returns",
+        ),
+        (
+            "rtsp frozen stream → frozen s",
+            _f(median("frozen → frozen event"), 2),
+            f"serving {_f(median('back after frozen'), 2)} s after it resumes",
+        ),
+        (
+            "rtsp open to first frame s",
+            _f(fast, 2),
+            f"OpenCV defaults {_f(median('first frame: opencv defaults'), 2)} s",
+        ),
+    ]
+
+
 SUMMARIES: dict[str, Callable[[dict[str, Any]], list[tuple[str, str, str]]]] = {
     "inference": _inference,
     "catdog": _catdog,
@@ -195,6 +220,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], list[tuple[str, str, str]]]] = {
     "fleet_ingest": _fleet_ingest,
     "fleet_sim": _fleet_sim,
     "http": _http,
+    "rtsp": _rtsp,
 }
 
 

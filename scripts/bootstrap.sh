@@ -37,6 +37,54 @@ ensure_mosquitto() {
   export PATH="$PATH:/usr/sbin"
 }
 
+ensure_rtsp() {
+  # GStreamer's RTSP server (run by the system python3 through gi) serves H.264 to the camera
+  # source's RTSP tests and benchmark; x264enc (plugins-ugly) encodes the clip they stream.
+  local probe="import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0')
+from gi.repository import Gst, GstRtspServer
+Gst.init(None)
+for f in ('x264enc', 'h264parse', 'qtdemux', 'rtph264pay', 'mp4mux', 'videoconvert'):
+    assert Gst.ElementFactory.find(f), f"
+  /usr/bin/python3 -c "$probe" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    say "the GStreamer RTSP server is missing: the RTSP camera tests will be skipped" \
+      "(sudo apt-get install gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base" \
+      "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)"
+    return 0
+  fi
+  apt_install gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  /usr/bin/python3 -c "$probe" >/dev/null 2>&1 \
+    || die "the GStreamer RTSP server does not load after installing it (/usr/bin/python3 + gi)"
+}
+
+ensure_stamps() {
+  # Cut-out photographs of other animals, people and vehicles (Debian's tuxpaint-stamps-default,
+  # GPL-2): the camera model's training pastes them into scenes as its hardest "no pet"
+  # frames. Only the package's animals/, people/ and vehicles/ PNGs are kept, in the cache;
+  # nothing is installed. Without them training still runs, on the scenes alone.
+  local version=2022.06.04-1 dest="$CACHE/stamps"
+  [ -f "$dest/.version" ] && [ "$(cat "$dest/.version")" = "$version" ] && return 0
+  command -v apt-get >/dev/null 2>&1 || { say "no apt-get: the camera model trains without stamps"; return 0; }
+  local tmp; tmp="$(mktemp -d)"
+  say "fetching tuxpaint-stamps-default $version (cut-outs for the camera model's no-pet frames)"
+  if ! (cd "$tmp" && apt-get download -q "tuxpaint-stamps-default=$version" >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 && apt-get download -q "tuxpaint-stamps-default=$version" >/dev/null 2>&1; }); then
+    say "could not download tuxpaint-stamps-default: the camera model trains without stamps"
+    rm -rf "$tmp"; return 0
+  fi
+  dpkg-deb -x "$tmp"/tuxpaint-stamps-default_*.deb "$tmp/x"
+  rm -rf "$dest.partial" && mkdir -p "$dest.partial"
+  local sub
+  for sub in animals people vehicles; do
+    (cd "$tmp/x/usr/share/tuxpaint/stamps" && find "$sub" -name '*.png' -not -path '*cartoon*' \
+      -exec cp --parents {} "$dest.partial/" \;)
+  done
+  cp "$tmp/x/usr/share/doc/tuxpaint-stamps-default/copyright" "$dest.partial/COPYRIGHT" 2>/dev/null || true
+  echo "$version" >"$dest.partial/.version"
+  rm -rf "$dest" && mv "$dest.partial" "$dest" && rm -rf "$tmp"
+}
+
 ensure_chromium() {
   # Debian's chromium drives the dashboard's browser tests (Playwright, never its own download).
   [ -x /usr/bin/chromium ] && return 0

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Installs everything (pinned venvs, Mosquitto, Chromium, promtool) and runs format check, lint,
-# types and all tests.
+# Installs everything (pinned venvs, Mosquitto, GStreamer's RTSP server, Chromium, promtool,
+# the camera model's cut-out stamps)
+# and runs format check, lint, types and all tests.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k protocol -x
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$ROOT"
 
 ensure_mosquitto
+ensure_rtsp
 ensure_chromium
 ensure_promtool
+ensure_stamps
+export EDGE_MLOPS_STAMPS="$CACHE/stamps"
 VENV="$(dev_venv)"
 EDGE_VENV="$(edge_venv)"
 export EDGE_VENV

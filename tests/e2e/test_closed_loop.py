@@ -61,8 +61,12 @@ def test_demo_closes_the_loop(tmp_path: Path, shared_data: Path) -> None:
     assert champion.tags.get("gate.promote") == "true"
     assert client.get_model_version("weather-rain-4h", "2").tags.get("release.id")
 
-    # Both agents served; the camera with the registered edge model.
+    # Both agents served; the camera with the registered edge model, telling visits (a pet
+    # came and left between empty stretches of its footage), not frames.
     assert "park-cam-01  first prediction from catdog" in out.stdout
+    visits = [line for line in out.stdout.splitlines() if "park-cam-01  visit: " in line]
+    assert visits and all((" cat for " in v or " dog for " in v) for v in visits), log[-3000:]
+    assert "visits park-cam-01: " in out.stdout
     assert "port-ws-01   first prediction from weather-rain-4h v2" in out.stdout
 
 

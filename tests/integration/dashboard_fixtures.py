@@ -118,6 +118,12 @@ def _seed(fleet: SimulatedFleet, key: SigningKey) -> None:
     fleet.publish("cam-01", cam1.event(UpdateState.FAILED, 4, "catdog-v4-seed"))
     fleet.publish("cam-02", cam2.event(UpdateState.COMMITTED, 3, "catdog-v3-seed"))
     fleet.publish("cam-02", cam2.status("offline"))
+    # A camera's visits: one over, one under way; its stream dropped and came back.
+    fleet.publish("cam-00", cam0.visit("start", "visit-seed-1"))
+    fleet.publish("cam-00", cam0.visit("end", "visit-seed-1", frames=9))
+    fleet.publish("cam-00", cam0.stream("lost"))
+    fleet.publish("cam-00", cam0.stream("restored", down_s=12.5))
+    fleet.publish("cam-00", cam0.visit("start", "visit-seed-2", label="dog"))
 
 
 def start_dashboard_fleet(
@@ -152,6 +158,8 @@ def start_dashboard_fleet(
         wait_until(lambda: store.counts()["releases"] == 2, what="releases stored")
         wait_until(lambda: store.counts()["rollout_log"] == 1, what="rollout history stored")
         wait_until(lambda: store.counts()["drift_alerts"] == 2, what="drift alerts stored")
+        wait_until(lambda: store.counts()["visits"] == 2, what="visits stored")
+        wait_until(lambda: store.counts()["stream_events"] == 2, what="stream events stored")
         wait_until(
             lambda: store.counts()["telemetry"] == HISTORY_POINTS * len(fleet.devices),
             what="telemetry stored",

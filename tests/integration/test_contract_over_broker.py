@@ -35,6 +35,8 @@ CHANNEL_OF = {
     "cmd": Channel.CMD,
     "cmd_ack": Channel.CMD_ACK,
     "sensor_fault": Channel.SENSOR_FAULTS,
+    "visit": Channel.EVENTS,
+    "stream": Channel.EVENTS,
 }
 
 

@@ -144,6 +144,12 @@ def test_device_detail_shows_charts_predictions_drift_and_history(page: Any) -> 
     history = page.locator("text=catdog-v4-seed")
     expect(history).to_have_count(2)
     expect(page.locator("td .badge", has_text="committed")).to_be_visible()
+    visits = page.locator("#visits tr[data-visit]")
+    expect(visits).to_have_count(2)
+    expect(visits.first).to_have_attribute("data-visit", "visit-seed-2")  # newest first
+    expect(visits.first).to_contain_text("under way")
+    expect(page.locator("#visits tr[data-visit=visit-seed-1]")).to_contain_text("9 / 11")
+    expect(page.locator("#visits tr[data-state=restored]")).to_contain_text("down 12.5 s")
     shot(page, "device", full_page=True)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from cloud_trainer.fleet.sim import SimulatedDevice
 from cloud_trainer.fleet.store import Envelope, FleetStore, StoreError, queries, sqlite_url
-from edge_agent.protocol import DeviceKind, UpdateState
+from edge_agent.protocol import DeviceKind, MessageBase, UpdateState
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +92,34 @@ def test_ingest_replay_and_reads_agree_on_both_backends(store_url: str) -> None:
     assert version["labels"]["cat"]["count"] == 3
     assert version["labels"]["cat"]["share"] == pytest.approx(0.75)
     assert alerts[0]["features"][0]["name"] == "brightness"
+
+
+def test_a_visit_is_one_row_whichever_phase_arrives_first(store_url: str) -> None:
+    cam = SimulatedDevice("cam-02", "park", DeviceKind.CAMERA)
+    start, end = cam.visit("start", "v-early"), cam.visit("end", "v-early", frames=9)
+    other = cam.visit("start", "v-open", label="dog")
+    lost, back = cam.stream("lost"), cam.stream("restored", down_s=12.0)
+    now = time.time()
+    store = FleetStore(store_url)
+    try:
+        # A replayed backlog: the end first, then the start, then everything again.
+        batches: list[list[MessageBase]] = [[end], [start, other, lost, back], [end, start, other]]
+        results = [store.ingest([Envelope("park", m, now) for m in b]) for b in batches]
+        visits = store.read(lambda c: queries.visits(c, "cam-02"))
+        streams = store.read(lambda c: queries.stream_events(c, "cam-02"))
+    finally:
+        store.close()
+    assert results[2].duplicates == 3
+    assert end.snapshot is not None and end.ended_at is not None
+    rows = {v["visit_id"]: v for v in visits}
+    early = rows["v-early"]
+    assert (early["start_seq"], early["end_seq"]) == (start.seq, end.seq)
+    assert (early["subject_frames"], early["frames"], early["ended_by"]) == (9, 11, "quiet")
+    assert early["ended_at"] == pytest.approx(end.ended_at.timestamp())
+    assert early["snapshot_sha256"] == end.snapshot.sha256
+    assert early["label_frames"] == {"cat": 9}
+    assert rows["v-open"]["ended_at"] is None and rows["v-open"]["label"] == "dog"
+    assert [(s["state"], s["down_s"]) for s in streams] == [("restored", 12.0), ("lost", None)]
 
 
 def test_two_writers_on_one_database_store_each_message_once(store_url: str) -> None:

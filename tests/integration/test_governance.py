@@ -356,7 +356,8 @@ def test_labelling_queue_end_to_end_into_a_training_run(world: World) -> None:
         assert again["previous_label"] == "neither"
         counts = http.get("/api/labelling/queue").json()["counts"]
     assert counts["pending"] == 0 and counts["neither"] == 1
-    assert counts["unused_for_training"] == len(ids) - 1
+    # "neither" is a frame without a pet: the camera model's no_pet class trains on it.
+    assert counts["unused_for_training"] == len(ids)
 
     (outcome,) = [
         o for o in run_due(world.config, dry_run=False, fleet_store=world.service.store,
@@ -364,13 +365,15 @@ def test_labelling_queue_end_to_end_into_a_training_run(world: World) -> None:
     ]  # fmt: skip
     assert outcome.causes == "labels" and outcome.run_id is not None
     run = MlflowClient().get_run(outcome.run_id)
-    assert run.data.tags["trigger.labels_count"] == str(len(ids) - 1)
+    assert run.data.tags["trigger.labels_count"] == str(len(ids))
     provenance = artifact_json(outcome.run_id, "governance/labelled_samples.json")
     used = {s["sample_id"]: s for s in provenance["samples"]}
-    assert set(used) == set(ids) - {neither}
-    assert all(used[i]["label"] == ids[i] and used[i]["labelled_by"] == "operator" for i in used)
-    assert provenance["excluded"] == [{"sample_id": neither, "reason": "labelled neither"}]
-    assert provenance["base_files"] == 40
+    assert set(used) == set(ids)
+    assert used[neither]["label"] == "neither" and used[neither]["file"].startswith("none/")
+    assert all(used[i]["label"] == ids[i] for i in used if i != neither)
+    assert all(used[i]["labelled_by"] == "operator" for i in used)
+    assert provenance["excluded"] == []
+    assert provenance["base_files"] == 56  # the sample's cats, dogs and none/ frames
     assert LabelQueue(world.service.store).counts()["unused_for_training"] == 0
 
     analysis = analyse_version("catdog", outcome.version or 0)

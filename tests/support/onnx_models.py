@@ -12,6 +12,9 @@ milliseconds:
   ``graph_size`` (build the graph for another H/W than the spec says: a model whose input
   shape does not match its spec), ``positive_label``/``threshold``, ``bias`` (shifts the
   dog logit, so two versions of a model disagree).
+- ``presence_classifier(path, ...)``: like ``image_classifier`` with a third label,
+  ``no_pet``, and a ``PresenceRule`` (answered at ``absent_at``): red votes ``cat``, blue
+  ``dog``, green ``no_pet`` (``green_frame()`` is an empty scene; ``tinted_frame`` mixes).
 - ``weather_classifier(path, ...)``: input ``features`` float32 ``[N, F]`` over
   ``FEATURE_NAMES`` of ``edge_agent.features.weather``, output ``probs`` ``[N, 2]`` over
   ``no_rain``/``rain`` (positive ``rain``, threshold 0.5): rain when humidity is high and
@@ -37,6 +40,7 @@ from edge_agent.protocol.bundle import (
     DriftBaseline,
     ImagePreprocessing,
     ModelSpec,
+    PresenceRule,
     TabularPreprocessing,
 )
 from edge_agent.protocol.manifest import TensorSpec
@@ -153,6 +157,57 @@ def image_classifier(
     return spec
 
 
+def presence_classifier(
+    path: Path,
+    *,
+    name: str = "catdog",
+    size: int = 32,
+    absent_at: float = 0.5,
+    drift: DriftBaseline | None = None,
+) -> ModelSpec:
+    labels = ["cat", "dog", "no_pet"]
+    rng = np.random.default_rng(5)
+    inits = [
+        # mean RGB -> logits: red votes cat, blue dog, green no_pet.
+        _const("w_cls", np.array([[6.0, -3.0, -3.0], [-3.0, -3.0, 6.0], [-3.0, 6.0, -3.0]])),
+        _const("w_emb", rng.normal(0, 1, (3, EMBEDDING_DIM))),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean_rgb"], axes=[1, 2], keepdims=0),
+        helper.make_node("MatMul", ["mean_rgb", "w_cls"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+        helper.make_node("MatMul", ["mean_rgb", "w_emb"], ["emb_mm"]),
+        helper.make_node("Tanh", ["emb_mm"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
+        [
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", EMBEDDING_DIM]),
+        ],
+        initializer=inits,
+    )
+    spec = ModelSpec(
+        name=name,
+        task="image_classification",
+        labels=labels,
+        inputs=[TensorSpec(name="image", dtype="float32", shape=["N", size, size, 3])],
+        outputs=[
+            TensorSpec(name="probs", dtype="float32", shape=["N", 3]),
+            TensorSpec(name="embedding", dtype="float32", shape=["N", EMBEDDING_DIM]),
+        ],
+        probabilities_output="probs",
+        embedding_output="embedding",
+        preprocessing=ImagePreprocessing(height=size, width=size),
+        drift=drift or DriftBaseline(),
+        presence=PresenceRule(absent_label="no_pet", absent_at=absent_at),
+    )
+    _save(graph, spec, Path(path))
+    return spec
+
+
 def weather_classifier(
     path: Path,
     *,
@@ -240,3 +295,16 @@ def blue_frame(height: int = 48, width: int = 64) -> np.ndarray:
     frame = np.zeros((height, width, 3), np.uint8)
     frame[..., 0] = 220
     return frame
+
+
+def green_frame(height: int = 48, width: int = 64) -> np.ndarray:
+    """A BGR frame the presence classifier calls ``no_pet`` (an empty scene)."""
+    return tinted_frame(0, 200, 0, height, width)
+
+
+def tinted_frame(blue: int, green: int, red: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """A BGR frame of one colour, with a little texture so its JPEG is not trivially small."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[..., 0], frame[..., 1], frame[..., 2] = blue, green, red
+    noise = np.random.default_rng(blue * 65536 + green * 256 + red).integers(0, 12, frame.shape)
+    return np.clip(frame.astype(np.int16) + noise - 6, 0, 255).astype(np.uint8)

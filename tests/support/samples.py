@@ -19,10 +19,14 @@ from edge_agent.protocol import (
     Rollout,
     SensorFault,
     StatusMessage,
+    StreamEventMessage,
     TelemetryMessage,
     TensorSpec,
     UpdateEvent,
     UpdateState,
+    VisitCounters,
+    VisitEvent,
+    VisitSnapshot,
 )
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -125,6 +129,36 @@ def sample_messages(device: str = "cam-01") -> list[MessageBase]:
             model_version=5,
             summary="pressure_mb unchanged at 1013 for 4 readings",
         ),
+        VisitEvent(
+            device_id=device,
+            ts=T0,
+            seq=9,
+            phase="end",
+            visit_id="20261128-115930-0a1b2c3d",
+            model_name="catdog",
+            model_version=3,
+            label="cat",
+            confidence=0.97,
+            started_at=T0 - timedelta(seconds=30),
+            ended_at=T0 - timedelta(seconds=4),
+            subject_frames=12,
+            frames=14,
+            label_frames={"cat": 10, "dog": 2},
+            ended_by="quiet",
+            snapshot=VisitSnapshot(
+                id="20261128-115930-0a1b2c3d", bytes=48_213, sha256="c0" * 32, width=640, height=480
+            ),
+        ),
+        StreamEventMessage(
+            device_id=device,
+            ts=T0,
+            seq=10,
+            source="gate",
+            state="restored",
+            at=T0,
+            detail="reconnected",
+            down_s=12.5,
+        ),
     ]
 
 
@@ -193,6 +227,15 @@ message_strategies: dict[str, st.SearchStrategy[MessageBase]] = {
             n=st.integers(1, 10**6),
         ),
         sensor_faults=st.none() | st.lists(names, min_size=1, max_size=4),
+        visits=st.none()
+        | st.builds(
+            VisitCounters,
+            frames=st.integers(0, 10**9),
+            absent_frames=st.integers(0, 10**9),
+            visits_started=st.integers(0, 10**6),
+            visits_ended=st.integers(0, 10**6),
+        ),
+        absent_rate=st.none() | st.floats(0, 1),
     ),
     "prediction": st.builds(
         PredictionMessage,
@@ -264,6 +307,29 @@ message_strategies: dict[str, st.SearchStrategy[MessageBase]] = {
         model_name=st.none() | idents,
         model_version=st.none() | versions,
         summary=st.text(max_size=200),
+    ),
+    "visit": st.builds(
+        VisitEvent,
+        **base,
+        phase=st.just("start"),
+        visit_id=idents,
+        model_name=idents,
+        model_version=versions,
+        label=labels,
+        confidence=st.floats(0, 1),
+        started_at=times,
+        subject_frames=st.integers(1, 10**6),
+        frames=st.just(10**6),
+        label_frames=st.dictionaries(labels, st.integers(1, 10**6), max_size=3),
+    ),
+    "stream": st.builds(
+        StreamEventMessage,
+        **base,
+        source=names,
+        state=st.sampled_from(["lost", "frozen", "restored"]),
+        at=times,
+        detail=st.none() | st.text(max_size=100),
+        down_s=st.none() | nonneg,
     ),
     "cmd_ack": st.builds(
         CommandAck,

@@ -24,6 +24,9 @@ from cloud_trainer.catdog.presence import (
     DOG_CLASSES,
     PresenceHead,
     choose_threshold,
+    fit_presence,
+    load_stamps,
+    paste_stamp,
     presence_features,
     presence_layer,
     view_of,
@@ -69,20 +72,65 @@ def test_in_graph_score_matches_numpy() -> None:
     import keras
 
     rng = np.random.default_rng(1)
-    head = PresenceHead(np.array([2.0, 1.0, 1.5, -0.5, -0.7, 0.4], np.float32), -0.3, 0.55, 1.0)
+    head = PresenceHead(
+        np.array([2.0, 1.0, 1.5, -0.5, -0.7, 0.4], np.float32),
+        rng.normal(0, 0.05, 16).astype(np.float32),
+        -0.3,
+        0.55,
+        1.0,
+    )
     pets_in = keras.Input((2,))
     logits_in = keras.Input((1000,))
-    model = keras.Model([pets_in, logits_in], presence_layer(head, pets_in, logits_in))
+    emb_in = keras.Input((16,))
+    model = keras.Model(
+        [pets_in, logits_in, emb_in], presence_layer(head, pets_in, logits_in, emb_in)
+    )
     logits = np.r_[_logits(rng, 8, DOG_CLASSES[:2], 6.0), _logits(rng, 8, (817,), 6.0)].astype(
         np.float32
     )
+    emb = rng.normal(0, 2, (16, 16)).astype(np.float32)
     pets = np.tile(np.array([[0.2, 0.8]], np.float32), (16, 1))
-    out = np.asarray(model.predict([pets, logits], verbose=0))
-    q = head.score(logits)
+    out = np.asarray(model.predict([pets, logits, emb], verbose=0))
+    q = head.score(logits, emb)
+    assert q[:8].mean() > q[8:].mean()  # dog logits read as a pet, a car's as none
     np.testing.assert_allclose(out[:, 2], 1 - q, atol=1e-5)
     np.testing.assert_allclose(out[:, :2], pets * q[:, None], atol=1e-5)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
     assert head.absent_at == pytest.approx(0.45)
+    assert head.with_threshold(0.7).absent_at == pytest.approx(0.3)
+
+
+def test_fit_separates_pets_from_scenes_and_other_animals() -> None:
+    rng = np.random.default_rng(4)
+    pets = _logits(rng, 60, DOG_CLASSES[:4], 9.0)
+    scenes = _logits(rng, 30, (970, 980), 9.0)  # alp, volcano
+    foxes = _logits(rng, 30, (277, 278), 9.0)  # red fox, kit fox: animals, not pets
+    emb_p, emb_n = rng.normal(1, 1, (60, 8)), rng.normal(-1, 1, (60, 8))
+    head = fit_presence(pets, emb_p, np.r_[scenes, foxes], emb_n)
+    assert head.group_weights.shape == (6,) and head.embedding_weights.shape == (8,)
+    assert (head.score(pets, emb_p) > 0.5).mean() > 0.95
+    assert (head.score(np.r_[scenes, foxes], emb_n) < 0.5).mean() > 0.95
+    with pytest.raises(ValueError, match="pet photos and photos without pets"):
+        fit_presence(pets[:0], emb_p[:0], scenes, emb_n[:30])
+
+
+def test_stamps_are_pasted_deterministically_and_pets_never(tmp_path: Path) -> None:
+    import cv2
+
+    folder = tmp_path / "stamps"
+    for sub, name in (("animals/birds", "crow"), ("animals/mammals/dogs", "dog")):
+        (folder / sub).mkdir(parents=True)
+        rgba = np.zeros((40, 30, 4), np.uint8)
+        rgba[5:35, 5:25] = (10, 200, 30, 255)
+        cv2.imwrite(str(folder / sub / f"{name}.png"), rgba)
+    (folder / "animals/birds/cartoon").mkdir()
+    cv2.imwrite(str(folder / "animals/birds/cartoon/owl.png"), np.zeros((8, 8, 4), np.uint8))
+    stamps = load_stamps(folder)
+    assert [name for name, _ in stamps] == ["birds/crow"]  # no pet, no cartoon
+    frame = np.full((60, 80, 3), 128, np.uint8)
+    pasted = paste_stamp(frame, stamps[0][1], np.random.default_rng(0))
+    assert pasted.shape == frame.shape and (pasted != frame).any()
+    assert ((pasted == (10, 200, 30)).all(axis=2)).sum() > 50  # the bird is in the frame
 
 
 def test_threshold_finds_the_target_share_of_pets_and_no_more() -> None:

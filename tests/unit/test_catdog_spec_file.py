@@ -15,10 +15,19 @@ from cloud_trainer.catdog.backbone.efficientnet_lite import (
 from cloud_trainer.catdog.ingest import MAX_SIDE, MIN_SIDE
 from cloud_trainer.catdog.model_spec import EMBEDDING, INPUT_NAME, LATENCY_BUDGET_MS, PROBABILITIES
 from cloud_trainer.catdog.pipeline import PipelineSettings
+from cloud_trainer.catdog.presence import (
+    FEATURE_NAMES,
+    METHOD,
+    NEGATIVE_VIEWS_WITH_STAMPS,
+    PET_RECALL_TARGET,
+    PET_VIEWS,
+    PRESENCE_C,
+    PRESENCE_FOLDS,
+)
 from cloud_trainer.catdog.small_cnn import EMBEDDING_DIM as SMALL_CNN_DIM
 from cloud_trainer.catdog.split import SplitSettings
 from cloud_trainer.catdog.train import TrainSettings
-from cloud_trainer.export.quantize import DEFAULT_MAX_DROP
+from cloud_trainer.export.quantize import DEFAULT_MAX_DROP, DEFAULT_MAX_FLIP_RATE
 from edge_agent.features.image import IMAGE_STAT_NAMES
 
 SPEC = Path(__file__).resolve().parents[2] / "models" / "catdog" / "spec.yaml"
@@ -46,5 +55,17 @@ def test_spec_file_matches_the_code() -> None:
     assert spec["data"]["ingestion"]["min_side"] == MIN_SIDE
     assert spec["data"]["ingestion"]["max_side"] == MAX_SIDE
     assert spec["quantisation"]["max_balanced_accuracy_drop"] == DEFAULT_MAX_DROP
+    assert spec["quantisation"]["max_flip_rate"] == DEFAULT_MAX_FLIP_RATE
     assert spec["gate"]["min_balanced_accuracy"] == settings.min_balanced_accuracy
+    assert spec["gate"]["min_pet_recall"] == settings.min_pet_recall
+    assert spec["gate"]["min_no_pet_recall"] == settings.min_no_pet_recall
+    presence = spec["presence"]
+    assert spec["labels"][-1] == presence["absent_label"] == "no_pet"
+    assert presence["method"] == METHOD
+    assert tuple(presence["features"]) == FEATURE_NAMES
+    assert presence["c"] == PRESENCE_C
+    assert tuple(presence["pet_views"]) == PET_VIEWS
+    assert tuple(presence["negative_views"]) == NEGATIVE_VIEWS_WITH_STAMPS
+    assert presence["pet_recall_target"] == PET_RECALL_TARGET
+    assert presence["folds"] == PRESENCE_FOLDS
     assert spec["latency_budget_ms"] == LATENCY_BUDGET_MS

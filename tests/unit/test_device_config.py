@@ -120,3 +120,22 @@ def test_extends_path_with_a_nul_byte_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "cannot hold a NUL byte" in str(info.value.issues[0])
+
+
+def test_visits_block_defaults_and_upload_needs_the_capture_uploader(tmp_path: Path):
+    camera = load_config(ROOT / "device-configs" / "park-cam-01.yaml")
+    assert (camera.visits.predictions, camera.visits.quiet_s) == ("pets_only", 10)
+    station = load_config(ROOT / "device-configs" / "port-ws-01.yaml")
+    assert station.visits.predictions == "auto"  # every forecast published, as before
+    base = (
+        "device_id: cam-04\nsite: park\nkind: camera\nsource:\n  type: camera\n  uri: 0\n"
+        "model:\n  path: m.onnx\nvisits:\n  upload: true\n"
+    )
+    (tmp_path / "cam-04.yaml").write_text(base)
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path / "cam-04.yaml")
+    assert "enable drift.capture and set its upload_url" in str(refused.value.issues[0])
+    (tmp_path / "cam-04.yaml").write_text(
+        base + "drift:\n  capture:\n    enabled: true\n    upload_url: https://fleet/api/samples\n"
+    )
+    assert load_config(tmp_path / "cam-04.yaml").visits.upload is True

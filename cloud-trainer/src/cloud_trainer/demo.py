@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 STEPS = (
     ("models_released", "weather v1 and camera models trained, registered and released"),
     ("first_weather_prediction", "weather station serving v1"),
-    ("first_camera_prediction", "camera serving"),
+    ("first_camera_visit", "camera reported its first visit (a pet came and left)"),
     ("drift_alert", "drift alert raised by the station"),
     ("retrain_started", "policy engine started the retrain"),
     ("retrain_finished", "retrain and gate finished"),
@@ -102,6 +102,8 @@ def _summary(console: Console, report: LoopReport) -> None:
         console.print(f"[bold]{device}[/] served versions {versions}")
     for line in report.retrain:
         console.print(f"[bold]retrain[/] {line}")
+    for line in report.visits:
+        console.print(f"[bold]visits[/] {line}")
     if report.rollout:
         console.print(f"[bold]rollout[/] {report.rollout}")
     for problem in report.problems:

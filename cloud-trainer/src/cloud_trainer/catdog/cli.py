@@ -230,21 +230,18 @@ def run_train(args: argparse.Namespace) -> int:
         def pct(v: float | None) -> str:
             return "-" if v is None else f"{v:.3f}"
 
-        for name, row in (("fp32", presence["fp32"]), ("int8", presence["int8"])):
-            out.print(
-                f"no_pet ({name}, absent at {presence['absent_at']:.3f}): pet recall "
-                f"{pct(row['pet_recall'])}, no-pet recall {pct(row['no_pet_recall'])}"
-                + (
-                    f", grayscale pet recall {pct(row['grayscale_pet_recall'])}"
-                    if "grayscale_pet_recall" in row
-                    else ""
-                )
-            )
+        int8_row = presence["int8"]
         out.print(
-            f"baseline pet mass >= {base['threshold']}: pet recall {pct(base['pet_recall'])}, "
-            f"no-pet recall {pct(base['no_pet_recall'])}, grayscale pet recall "
-            f"{pct(base['grayscale_pet_recall'])}"
+            f"no_pet at P(no_pet) >= {presence['absent_at']:.3f} on {presence['n_test_pets']} "
+            f"test pets and {presence['n_test_no_pet']} test scenes; int8: pet recall "
+            f"{pct(int8_row['pet_recall'])}, no-pet recall {pct(int8_row['no_pet_recall'])}"
         )
+        for name, row in (("shipped fp32", presence["fp32"]), ("pet mass >= 0.2", base)):
+            out.print(
+                f"{name}: pet recall {pct(row['pet_recall'])}, grayscale pet recall "
+                f"{pct(row['grayscale_pet_recall'])}, no-pet recall {pct(row['no_pet_recall'])}, "
+                f"other animals pasted in {pct(row['no_pet_recall_other_animals'])}"
+            )
     data_report = report.data
     out.print(
         f"data {data_report.n_images} images of {data_report.n_files} files; converted "

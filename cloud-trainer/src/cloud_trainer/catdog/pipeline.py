@@ -32,7 +32,16 @@ from cloud_trainer.catdog.model_spec import (
     prediction_baseline,
 )
 from cloud_trainer.catdog.plots import confusion_png, worst_errors_png
-from cloud_trainer.catdog.presence import BASELINE_MASS, METHOD, grayscale, pet_mass, softmax
+from cloud_trainer.catdog.presence import (
+    BASELINE_MASS,
+    METHOD,
+    STAMP_VIEWS,
+    grayscale,
+    load_stamps,
+    pet_mass,
+    softmax,
+    view_of,
+)
 from cloud_trainer.catdog.split import Split, SplitSettings, split_records
 from cloud_trainer.catdog.train import TrainedModel, TrainSettings, pixel_arrays, train_model
 from cloud_trainer.export import export_keras
@@ -360,47 +369,64 @@ def presence_report(
     int8_result: VariantResult,
 ) -> dict[str, Any]:
     """The shipped no_pet decision beside the untrained rule "ImageNet pet mass >= 0.2" on
-    the same test frames, in colour and as grayscale (an infrared camera's) frames."""
+    the same test frames: in colour, as grayscale (an infrared camera's) frames, and, when
+    the stamps are installed, the test scenes with another animal, a person or a vehicle
+    pasted in (each test scene four times)."""
     import keras
 
     assert trained.presence is not None
     imagenet = keras.Model(trained.model.inputs, trained.model.get_layer("imagenet_logits").output)
-    test = split.test
-    is_pet = np.array([r.label != NO_PET for r in test])
-    x = pixel_arrays(test, trained.preprocessing).astype(np.float32)
-    mass = pet_mass(softmax(imagenet.predict(x, batch_size=32, verbose=0)))
-    gray_records = [r for r in test if r.label != NO_PET]
-    gray_x = np.stack(
-        [frame_input(grayscale(read_image(r.path)), trained.preprocessing) for r in gray_records]
-    ).astype(np.float32)
-    gray_probs = np.concatenate([fp32.run(gray_x[i : i + 1])[0] for i in range(len(gray_x))])
     absent = fp32.spec.labels.index(NO_PET)
-    gray_found = decisions(fp32.spec, gray_probs) != absent
-    gray_mass = pet_mass(softmax(imagenet.predict(gray_x, batch_size=32, verbose=0)))
+    pets = [r for r in split.test if r.label != NO_PET]
+    scenes = [r for r in split.test if r.label == NO_PET]
+    stamp_views = [v for v in STAMP_VIEWS if not v.endswith("-gray")] if load_stamps() else []
 
-    def rule(t: float) -> dict[str, float | None]:
-        return {
-            "pet_recall": float(np.mean(mass[is_pet] >= t)) if is_pet.any() else None,
-            "no_pet_recall": float(np.mean(mass[~is_pet] < t)) if (~is_pet).any() else None,
-            "grayscale_pet_recall": float(np.mean(gray_mass >= t)) if len(gray_mass) else None,
-        }
+    def frames(records: list[ImageRecord], view: str) -> npt.NDArray[np.float32]:
+        images = [view_of(read_image(r.path), view) for r in records]
+        return np.stack([frame_input(img, trained.preprocessing) for img in images]).astype(
+            np.float32
+        )
 
+    def found(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any]]:
+        """(shipped model finds a pet, baseline pet mass) per frame."""
+        probs = np.concatenate([fp32.run(x[i : i + 32])[0] for i in range(0, len(x), 32)])
+        mass = pet_mass(softmax(imagenet.predict(x, batch_size=32, verbose=0)))
+        return decisions(fp32.spec, probs) != absent, mass
+
+    def share(values: npt.NDArray[Any]) -> float | None:
+        return float(np.mean(values)) if len(values) else None
+
+    shipped: dict[str, float | None] = {}
+    baseline: dict[str, float | None] = {}
+    for key, records, views in (
+        ("pet_recall", pets, ["plain"]),
+        ("grayscale_pet_recall", pets, ["gray"]),
+        ("no_pet_recall", scenes, ["plain"]),
+        ("no_pet_recall_other_animals", scenes, stamp_views),
+    ):
+        if not records or not views:
+            shipped[key] = baseline[key] = None
+            continue
+        is_pet, mass = (
+            np.concatenate(parts)
+            for parts in zip(*(found(frames(records, v)) for v in views), strict=True)
+        )
+        pet_side = key.startswith(("pet", "grayscale"))
+        shipped[key] = share(is_pet if pet_side else ~is_pet)
+        baseline[key] = share(mass >= BASELINE_MASS if pet_side else mass < BASELINE_MASS)
     return {
         "method": METHOD,
         "threshold": trained.presence.threshold,
         "absent_at": trained.presence.absent_at,
-        "n_test_pets": int(is_pet.sum()),
-        "n_test_no_pet": int((~is_pet).sum()),
-        "fp32": {
-            "pet_recall": fp32_result.test.pet_recall,
-            "no_pet_recall": fp32_result.test.no_pet_recall,
-            "grayscale_pet_recall": float(np.mean(gray_found)) if len(gray_found) else None,
-        },
+        "n_test_pets": len(pets),
+        "n_test_no_pet": len(scenes),
+        "stamps": len(load_stamps()),
+        "fp32": shipped,
         "int8": {
             "pet_recall": int8_result.test.pet_recall,
             "no_pet_recall": int8_result.test.no_pet_recall,
         },
-        "baseline_pet_mass": {"threshold": BASELINE_MASS, **rule(BASELINE_MASS)},
+        "baseline_pet_mass": {"threshold": BASELINE_MASS, **baseline},
         "validation": {k: v for k, v in trained.metrics.items() if k.startswith("presence")},
     }
 

@@ -23,10 +23,12 @@ from edge_agent.protocol import (
     ProtocolError,
     SensorFault,
     StatusMessage,
+    StreamEventMessage,
     TelemetryMessage,
     TopicTree,
     UpdateEvent,
     UpdateState,
+    VisitEvent,
     decode_message,
     encode,
     utc_now,
@@ -42,6 +44,8 @@ CHANNEL_OF: dict[str, Channel] = {
     "event": Channel.EVENTS,
     "cmd_ack": Channel.CMD_ACK,
     "sensor_fault": Channel.SENSOR_FAULTS,
+    "visit": Channel.EVENTS,
+    "stream": Channel.EVENTS,
 }
 LABELS = {DeviceKind.CAMERA: ("cat", "dog"), DeviceKind.WEATHER: ("no_rain", "rain")}
 MODELS = {DeviceKind.CAMERA: "catdog", DeviceKind.WEATHER: "rain4h"}
@@ -182,6 +186,53 @@ class SimulatedDevice:
                 "model_name": self.model_name,
                 "model_version": self.model_version,
                 "summary": f"{sensor} {test} ({state}), simulated",
+            }
+        )
+
+    def visit(self, phase: str, visit_id: str, label: str = "cat", frames: int = 6) -> VisitEvent:
+        """A camera's visit that began a minute ago and, for ``end``, ended 10 s ago."""
+        base = self._base()
+        at = base["ts"]
+        assert isinstance(at, datetime)
+        end = phase == "end"
+        return VisitEvent.model_validate(
+            {
+                **base,
+                "phase": phase,
+                "visit_id": visit_id,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                "label": label,
+                "confidence": 0.93,
+                "started_at": at - timedelta(seconds=60),
+                "ended_at": at - timedelta(seconds=10) if end else None,
+                "subject_frames": frames if end else 2,
+                "frames": frames + 2 if end else 2,
+                "label_frames": {label: frames if end else 2},
+                "ended_by": "quiet" if end else None,
+                "snapshot": {
+                    "id": visit_id,
+                    "bytes": 41_000,
+                    "sha256": f"{self._rng.getrandbits(256):064x}",
+                    "width": 640,
+                    "height": 480,
+                }
+                if end
+                else None,
+            }
+        )
+
+    def stream(self, state: str, down_s: float | None = None) -> StreamEventMessage:
+        base = self._base()
+        detail = "reconnected" if state == "restored" else "no frame"
+        return StreamEventMessage.model_validate(
+            {
+                **base,
+                "source": "gate",
+                "state": state,
+                "at": base["ts"],
+                "detail": detail,
+                "down_s": down_s,
             }
         )
 

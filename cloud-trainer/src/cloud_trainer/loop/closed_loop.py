@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from cloud_trainer.errors import UserError
 from cloud_trainer.fleet.policy.engine import PolicyDecision
 from cloud_trainer.loop.devices import AgentProcess, device_config
-from cloud_trainer.loop.footage import video_from_photos
+from cloud_trainer.loop.footage import park_footage
 from cloud_trainer.loop.scenario import WeatherScenario
 from cloud_trainer.loop.stack import LocalStack, PolicyRuleSpec
 from cloud_trainer.loop.timeline import Entry, Timeline
@@ -46,6 +47,7 @@ class LoopReport:
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, list[int]] = field(default_factory=dict)
     retrain: list[str] = field(default_factory=list)
+    visits: list[str] = field(default_factory=list)
     rollout: str | None = None
     outcome: str = ""
     ok: bool = False
@@ -112,6 +114,7 @@ class ClosedLoop:
         )
 
     def _train_camera(self) -> tuple[str, int, Path]:
+        from cloud_trainer.catdog.cli import default_negatives
         from cloud_trainer.catdog.pipeline import PipelineSettings, run_pipeline
         from cloud_trainer.catdog.train import TrainSettings
 
@@ -119,6 +122,7 @@ class ClosedLoop:
         report = run_pipeline(
             PipelineSettings(
                 data=self.settings.pets,
+                negatives=default_negatives(self.settings.pets),
                 work_dir=self.settings.workdir / "runs" / "catdog",
                 train=TrainSettings(size=160, feature_views=2, cnn_epochs=4),
                 calibration_images=32,
@@ -175,8 +179,11 @@ class ClosedLoop:
             )
         ]
         if camera is not None:
+            from cloud_trainer.catdog.cli import default_negatives
+
             video = devices_dir / "park-gate.avi"
-            video_from_photos(self.settings.pets or Path(), video)
+            pets = self.settings.pets or Path()
+            park_footage(pets, video, empty_dir=default_negatives(pets))
             agents.append(
                 AgentProcess.write(
                     CAMERA_DEVICE,
@@ -191,6 +198,8 @@ class ClosedLoop:
                         model_version=camera[1],
                         data_dir=devices_dir / CAMERA_DEVICE,
                         drift={"enabled": True},
+                        # The footage's empty stretches last 3 s: a visit ends within them.
+                        visits={"quiet_s": 1.5, "min_frames": 2},
                         broker=broker,
                         fleet_public_key=public_key,
                     ),
@@ -347,7 +356,7 @@ class ClosedLoop:
             return
         if with_camera:
             camera = timeline.view(CAMERA_DEVICE)
-            wait("first_camera_prediction", lambda: sum(camera.predictions.values()) > 0)
+            wait("first_camera_visit", lambda: any(v.phase == "end" for v in camera.visits))
         if not wait("drift_alert", lambda: any(a.state == "raised" for a in weather.alerts)):
             return
 
@@ -376,3 +385,7 @@ class ClosedLoop:
             return
         for device, view in self.timeline.devices.items():
             self.report.versions[device] = sorted(view.predictions)
+            ended = [v for v in view.visits if v.phase == "end"]
+            if ended:
+                labels = ", ".join(f"{k} {n}" for k, n in Counter(v.label for v in ended).items())
+                self.report.visits.append(f"{device}: {len(ended)} visits ({labels})")

@@ -33,6 +33,7 @@ def device_config(
     data_dir: Path,
     groups: list[str],
     drift: dict[str, Any] | None = None,
+    visits: dict[str, Any] | None = None,
     probation_frames: int = 20,
     telemetry_interval_s: float = 2.0,
 ) -> dict[str, Any]:
@@ -58,6 +59,8 @@ def device_config(
     }
     if drift is not None:
         config["drift"] = drift
+    if visits is not None:
+        config["visits"] = visits
     return config
 
 

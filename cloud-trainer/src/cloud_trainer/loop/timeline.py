@@ -19,6 +19,7 @@ from edge_agent.protocol import (
     TelemetryMessage,
     TopicTree,
     UpdateEvent,
+    VisitEvent,
     safe_decode,
 )
 
@@ -33,6 +34,7 @@ class DeviceView:
     status: str | None = None
     alerts: list[DriftAlert] = field(default_factory=list)
     events: list[UpdateEvent] = field(default_factory=list)
+    visits: list[VisitEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,18 @@ class Timeline:
             view.events.append(message)
             reason = f" ({message.reason})" if message.reason else ""
             return f"update v{message.from_version}→v{message.to_version}: {message.state}{reason}"
+        if isinstance(message, VisitEvent):
+            view.visits.append(message)
+            if message.phase == "start" or message.ended_at is None:
+                return None  # a camera's story is its visits, told once each, when they end
+            seconds = (message.ended_at - message.started_at).total_seconds()
+            snapshot = (
+                f", snapshot {message.snapshot.bytes / 1024:.0f} KiB" if message.snapshot else ""
+            )
+            return (
+                f"visit: {message.label} for {seconds:.1f} s ({message.subject_frames} of "
+                f"{message.frames} frames, best {message.confidence:.2f}){snapshot}"
+            )
         if isinstance(message, CommandAck):
             return f"command {message.cmd_id}: {message.result}"
         return None

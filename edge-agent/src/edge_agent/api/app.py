@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from edge_agent.features.image_header import (
 )
 from edge_agent.inference import InputError, OutputError
 from edge_agent.protocol.messages import Command, utc_now
+from edge_agent.protocol.topics import IDENT_PATTERN
 from edge_agent.sources import Sample
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ IMAGE_TYPES = (
 # before any decoder sees them.
 IMAGE_FORMATS = frozenset({"jpeg", "png", "bmp", "webp", "gif"})
 _FORMAT_NAMES = "JPEG, PNG, BMP, WebP, GIF"
+_VISIT_ID = re.compile(IDENT_PATTERN)
 
 
 class _TooLarge(Exception):
@@ -206,6 +209,22 @@ def create_app(
         if agent.drift_provider is None:
             raise HTTPException(404, "drift monitor not configured")
         return agent.drift_provider()
+
+    @app.get("/visits")
+    def visits(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        if agent.visits is None:
+            raise HTTPException(404, "visits are not tracked on this device")
+        items = agent.visits.recent(limit)
+        return {"visits": items, "count": len(items)}
+
+    @app.get("/visits/{visit_id}/snapshot")
+    def visit_snapshot(visit_id: str) -> Response:
+        if agent.visits is None:
+            raise HTTPException(404, "visits are not tracked on this device")
+        data = agent.visits.snapshot(visit_id) if _VISIT_ID.fullmatch(visit_id) else None
+        if data is None:
+            raise HTTPException(404, f"no snapshot kept for visit {visit_id!r}")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.post("/commands/{action}")
     async def command(action: str, request: Request) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The device YAML: identity, source, model, broker, limits, local API, drift and updates."""
+"""The device YAML: identity, source, model, broker, limits, local API, drift, updates, visits."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from edge_agent.protocol.messages import DeviceKind, Ident
 from edge_agent.protocol.topics import DEFAULT_ROOT
 from edge_agent.sources import SourceConfig
 from edge_agent.updater.config import UpdaterConfig
+from edge_agent.visits.config import VisitsConfig
 
 MIB = 1024 * 1024
 
@@ -313,6 +314,12 @@ class DeviceConfig(ConfigModel):
         "consistency) against the limits in the model's spec; nothing runs for a model "
         "without them.",
     )
+    visits: VisitsConfig = Field(
+        default_factory=VisitsConfig,
+        title="Visits",
+        description="Visits of the camera's subject (start and end events with a snapshot) "
+        "and which per-frame predictions are published.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceConfig:
@@ -323,4 +330,11 @@ class DeviceConfig(ConfigModel):
             raise ValueError("a weather device needs a station source, not a camera")
         if self.model.path is None and self.updates is None:
             raise ValueError("set model.path, or an updates section whose models_dir holds one")
+        if self.visits.upload:
+            capture = self.drift.capture if self.drift is not None else None
+            if capture is None or not capture.enabled or capture.upload_url is None:
+                raise ValueError(
+                    "visits.upload sends snapshots through the drift capture's uploader: "
+                    "enable drift.capture and set its upload_url"
+                )
         return self

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 HOUR_S = 3600.0
 
 _STEM = re.compile(r"^\d{16}-\d{6}-[a-z_]+$")
+Jpeg = bytes  # the class below has a ``bytes`` property that hides the builtin there
 
 
 class CaptureError(Exception):
@@ -169,9 +170,6 @@ class CaptureStore:
         model_version: int,
         detectors: Sequence[str] = (),
     ) -> CapturedSample:
-        with self._lock:
-            self._seq = (self._seq + 1) % 1_000_000
-            stem = f"{time.time_ns() // 1000:016d}-{self._seq:06d}-{reason}"
         jpeg: bytes | None = None
         if sample.frame is not None:
             ok, buf = cv2.imencode(
@@ -193,6 +191,18 @@ class CaptureStore:
             "features": _finite(sample.features),
             "observed_label": sample.observed_label,
         }
+        return self._keep(reason, jpeg, meta)
+
+    def keep_jpeg(self, jpeg: Jpeg, meta: dict[str, object], reason: str) -> CapturedSample:
+        """Keep an image encoded elsewhere (a visit's snapshot), byte for byte, so the
+        uploaded sample has the sha256 the device reported; ``meta`` holds its provenance
+        (``captured_at``, ``model_name``, ``model_version``, ``label`` ...)."""
+        return self._keep(reason, jpeg, {**meta, "reason": reason})
+
+    def _keep(self, reason: str, jpeg: Jpeg | None, meta: dict[str, object]) -> CapturedSample:
+        with self._lock:
+            self._seq = (self._seq + 1) % 1_000_000
+            stem = f"{time.time_ns() // 1000:016d}-{self._seq:06d}-{reason}"
         body = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
         meta_path = self.directory / f"{stem}.json"
         data_path = self.directory / f"{stem}.jpg" if jpeg is not None else None

@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -51,10 +51,26 @@ class DriftSnapshot(BaseModel):
     raised: list[str]
     detectors: list[DetectorSnapshot]
     counters: dict[str, int]
+    absent_label: str | None = None
+    absent_rate: float | None = None
+    absent_n: int = 0
+
+
+def subject_ratio(ratio: Mapping[str, float], labels: Sequence[str]) -> dict[str, float]:
+    """The class ratio over the subject labels only: a baseline measured with the absent
+    label in it is renormalised, one measured on subjects alone is left as it is."""
+    kept = {label: float(ratio.get(label, 0.0)) for label in labels}
+    total = sum(kept.values())
+    return {k: v / total for k, v in kept.items()} if total > 0 else kept
 
 
 class DriftMonitor:
     """Feeds every sample and prediction to the detectors and reports state changes.
+
+    Frames answered with the model's absent label (a camera's no_pet) feed no detector:
+    an empty scene would look like drift of the subject's images, confidence and class
+    ratio. Their share of the last ``prediction_window.size`` frames is its own figure,
+    ``absent_rate``.
 
     ``observe`` runs on the inference thread and ``snapshot`` on the API's; a lock keeps
     them apart. One monitor serves one model version: build a new one after a swap.
@@ -69,8 +85,12 @@ class DriftMonitor:
         join: ForecastJoin | None = None,
         capture: CaptureStore | None = None,
         capture_below: float | None = None,
+        absent_label: str | None = None,
     ) -> None:
         self.detectors = list(detectors)
+        self.absent_label = absent_label
+        self._absent: deque[bool] = deque(maxlen=config.prediction_window.size)
+        self._absent_count = 0
         self.config = config
         self.model_name = model_name
         self.model_version = model_version
@@ -131,10 +151,13 @@ class DriftMonitor:
                     )
                 )
         if "class_ratio" in wanted and base.class_ratio:
+            subjects = spec.present_labels()
             detectors.append(
                 ClassRatioDetector(
-                    spec.labels,
-                    base.class_ratio,
+                    subjects,
+                    subject_ratio(base.class_ratio, subjects)
+                    if spec.presence is not None
+                    else base.class_ratio,
                     config.thresholds.class_ratio,
                     config.prediction_window,
                     config.class_ratio_min_share,
@@ -207,37 +230,76 @@ class DriftMonitor:
                 if spec.capture_below is not None
                 else "fallback",
             )
-        return cls(detectors, config, spec.name, model_version, join, capture, spec.capture_below)
+        absent = spec.presence.absent_label if spec.presence is not None else None
+        return cls(
+            detectors,
+            config,
+            spec.name,
+            model_version,
+            join,
+            capture,
+            spec.capture_below,
+            absent,
+        )
 
     def observe(self, sample: SampleLike, prediction: PredictionLike) -> list[DriftVerdict]:
         """Feed one sample; the alerts (raised or cleared) it caused, usually none."""
-        verdicts: list[DriftVerdict] = []
         with self._lock:
             self.samples += 1
-            if self.join is not None:
-                try:
-                    self.join.update(sample, prediction)
-                except ValueError as e:
-                    self.counters["rejected_samples"] += 1
-                    log.warning("drift: sample %s not joined: %s", sample.input_id, e)
-                else:
-                    self._labelled.extend(self.join.joined)
-            for detector in self.detectors:
-                try:
-                    evaluation = detector.update(sample, prediction)
-                except ValueError as e:
-                    self.counters[f"{detector.name}_rejected"] += 1
-                    log.warning(
-                        "drift: %s rejected sample %s: %s", detector.name, sample.input_id, e
-                    )
-                    continue
-                if evaluation is None:
-                    continue
-                detector.last = evaluation
-                state = self.gates[detector.name].step(evaluation, sample.ts)
-                if state is not None:
-                    verdicts.append(self._verdict(detector.name, state, evaluation))
+            absent = self.absent_label is not None and self._count_absent(prediction.label)
+            verdicts = [] if absent else self._feed(sample, prediction)
             raised = [name for name, gate in self.gates.items() if gate.raised]
+        self._consider_capture(sample, prediction, raised)
+        return verdicts
+
+    def _feed(self, sample: SampleLike, prediction: PredictionLike) -> list[DriftVerdict]:
+        verdicts: list[DriftVerdict] = []
+        if self.join is not None:
+            try:
+                self.join.update(sample, prediction)
+            except ValueError as e:
+                self.counters["rejected_samples"] += 1
+                log.warning("drift: sample %s not joined: %s", sample.input_id, e)
+            else:
+                self._labelled.extend(self.join.joined)
+        for detector in self.detectors:
+            try:
+                evaluation = detector.update(sample, prediction)
+            except ValueError as e:
+                self.counters[f"{detector.name}_rejected"] += 1
+                log.warning("drift: %s rejected sample %s: %s", detector.name, sample.input_id, e)
+                continue
+            if evaluation is None:
+                continue
+            detector.last = evaluation
+            state = self.gates[detector.name].step(evaluation, sample.ts)
+            if state is not None:
+                verdicts.append(self._verdict(detector.name, state, evaluation))
+        return verdicts
+
+    def _count_absent(self, label: str) -> bool:
+        """Slide the absent-share window by one frame; True when this frame is absent."""
+        absent = label == self.absent_label
+        window = self._absent
+        if len(window) == window.maxlen and window[0]:
+            self._absent_count -= 1
+        window.append(absent)
+        self._absent_count += absent
+        if absent:
+            self.counters["absent_frames"] += 1
+        return absent
+
+    def absent_rate(self) -> float | None:
+        """Share of the recent frames answered with the absent label; None for a model
+        without one, or before the first frame."""
+        with self._lock:
+            if self.absent_label is None or not self._absent:
+                return None
+            return self._absent_count / len(self._absent)
+
+    def _consider_capture(
+        self, sample: SampleLike, prediction: PredictionLike, raised: list[str]
+    ) -> None:
         if self.capture is not None:
             self.capture.consider(
                 sample,
@@ -247,7 +309,6 @@ class DriftMonitor:
                 self.model_version,
                 self.capture_below,
             )
-        return verdicts
 
     def _verdict(self, detector: str, state: str, evaluation: Evaluation) -> DriftVerdict:
         features = evaluation.offending if state == "raised" else []
@@ -302,4 +363,7 @@ class DriftMonitor:
                 raised=[name for name, gate in self.gates.items() if gate.raised],
                 detectors=items,
                 counters=counters,
+                absent_label=self.absent_label,
+                absent_rate=self._absent_count / len(self._absent) if self._absent else None,
+                absent_n=len(self._absent),
             )

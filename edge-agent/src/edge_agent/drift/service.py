@@ -43,6 +43,7 @@ class DriftService:
         self.agent.on_prediction(self.observe)
         self.agent.set_drift_provider(self.snapshot)
         self.agent.set_labelled_provider(self.labelled)
+        self.agent.set_absent_rate_provider(self.absent_rate)
         return self
 
     def observe(self, sample: Sample, prediction: Prediction, engine: InferenceEngine) -> None:
@@ -69,6 +70,11 @@ class DriftService:
         it afresh with the new model's monitor."""
         monitor = self.monitor
         return None if monitor is None else monitor.labelled()
+
+    def absent_rate(self) -> float | None:
+        """The serving model's recent share of absent frames (no_pet), for telemetry."""
+        monitor = self.monitor
+        return None if monitor is None else monitor.absent_rate()
 
     def start_uploads(self, interval_s: float = 60.0) -> None:
         """Upload captured samples in the background when an upload URL is configured."""

@@ -32,7 +32,7 @@ class Priority(IntEnum):
 
     TELEMETRY = 0
     PREDICTION = 1
-    EVENT = 2  # drift alerts, update events, command acks: rare and what the fleet acts on
+    EVENT = 2  # drift alerts, update/visit/stream events, acks: rare and what the fleet acts on
 
 
 _PRIORITY_OF_TYPE = {
@@ -43,6 +43,8 @@ _PRIORITY_OF_TYPE = {
     "event": Priority.EVENT,
     "cmd_ack": Priority.EVENT,
     "sensor_fault": Priority.EVENT,
+    "visit": Priority.EVENT,
+    "stream": Priority.EVENT,
 }
 
 

@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from edge_agent.protocol.topics import IDENT_PATTERN
 
@@ -89,6 +97,18 @@ class LabelledAccuracy(WireModel):
     n: int = Field(ge=1, description="Labelled predictions in the window.")
 
 
+class VisitCounters(WireModel):
+    """What the visit tracker saw since the agent started (counters only grow, so a lost
+    telemetry message loses no count)."""
+
+    frames: int = Field(ge=0, description="Frames the tracker saw (predictions made).")
+    absent_frames: int = Field(
+        ge=0, description="Of those, frames answered with the absent label (no_pet)."
+    )
+    visits_started: int = Field(ge=0, description="Visits begun (start events).")
+    visits_ended: int = Field(ge=0, description="Visits ended (end events).")
+
+
 class TelemetryMessage(MessageBase):
     """Health of the device and of the agent, sent every few seconds."""
 
@@ -118,6 +138,18 @@ class TelemetryMessage(MessageBase):
         min_length=1,
         max_length=64,
         description="Input sensors judged faulty now (see SensorFault); absent when none is.",
+    )
+    visits: VisitCounters | None = Field(
+        default=None,
+        description="Frames and visits the camera's visit tracker counted since the agent "
+        "started; absent where no tracker runs (weather stations, visits off).",
+    )
+    absent_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of the drift monitor's recent frames answered with the model's "
+        "absent label (a camera's no_pet); absent for a model without one.",
     )
 
 
@@ -230,6 +262,95 @@ class UpdateEvent(MessageBase):
     duration_ms: NonNegFloat | None = None
 
 
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class VisitSnapshot(WireModel):
+    """Where the visit's best frame is kept on the device (``GET /visits/{id}/snapshot``
+    of its local API); the image itself never travels over MQTT."""
+
+    id: Ident = Field(description="Snapshot id on the device (the visit id).")
+    bytes: int = Field(ge=1, description="Size of the JPEG.")
+    sha256: Sha256 = Field(description="SHA-256 of the JPEG, hex.")
+    width: int = Field(ge=1, description="Pixels across, after any downscaling.")
+    height: int = Field(ge=1, description="Pixels down, after any downscaling.")
+
+
+class VisitEvent(MessageBase):
+    """The camera's subject came (``start``) or left (``end``): one visit, as a video
+    recorder reports it, instead of a prediction per frame.
+
+    A visit starts once the subject (any label but the model's absent one) is seen in
+    ``min_frames`` consecutive frames and ends ``quiet_s`` after the last frame that showed
+    it. Times are the frames' capture times, so a replayed file gives the same visits.
+    """
+
+    type: Literal["visit"] = "visit"
+    event_schema: Literal[1] = Field(
+        default=1,
+        title="Event schema",
+        description="Version of the visit fields, bumped when they change.",
+    )
+    phase: Literal["start", "end"]
+    visit_id: Ident = Field(description="Unique per device; the start and end share it.")
+    model_name: Ident
+    model_version: Version
+    label: Label = Field(
+        description="Most frequent subject label over the visit's subject frames (so far, "
+        "at start); ties go to the label with the higher summed confidence."
+    )
+    confidence: float = Field(ge=0, le=1, description="Best confidence of a subject frame.")
+    started_at: UtcDatetime = Field(description="Capture time of the first subject frame.")
+    ended_at: UtcDatetime | None = Field(
+        default=None, description="Capture time of the last subject frame (end only)."
+    )
+    subject_frames: int = Field(ge=1, description="Frames that showed the subject.")
+    frames: int = Field(ge=1, description="All frames from the first to the last subject frame.")
+    label_frames: dict[Label, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Subject frames per label, the majority's evidence.",
+    )
+    ended_by: Literal["quiet", "shutdown"] | None = Field(
+        default=None,
+        description="quiet: no subject for quiet_s; shutdown: the agent stopped mid-visit.",
+    )
+    snapshot: VisitSnapshot | None = Field(
+        default=None, description="The best frame as stored on the device (end only)."
+    )
+
+    @model_validator(mode="after")
+    def _phase_fields(self) -> VisitEvent:
+        ending = (self.ended_at, self.ended_by)
+        if self.phase == "start" and (any(v is not None for v in ending) or self.snapshot):
+            raise ValueError("a start event carries no ended_at, ended_by or snapshot")
+        if self.phase == "end" and any(v is None for v in ending):
+            raise ValueError("an end event needs ended_at and ended_by")
+        if self.ended_at is not None and self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        if self.frames < self.subject_frames:
+            raise ValueError("frames is below subject_frames")
+        return self
+
+
+class StreamEventMessage(MessageBase):
+    """The camera's stream was lost, froze (frames stopped changing), or came back."""
+
+    type: Literal["stream"] = "stream"
+    event_schema: Literal[1] = Field(
+        default=1,
+        title="Event schema",
+        description="Version of the stream-event fields, bumped when they change.",
+    )
+    source: Name = Field(description="The source's configured name.")
+    state: Literal["lost", "frozen", "restored"]
+    at: UtcDatetime = Field(description="When the source noticed the change.")
+    detail: ShortText | None = None
+    down_s: NonNegFloat | None = Field(
+        default=None, description="How long the stream was out (restored only)."
+    )
+
+
 CommandAction = Literal[
     "ping", "rollback", "pin", "unpin", "update_check", "capture", "set_log_level", "reload_config"
 ]
@@ -264,7 +385,9 @@ Message = Annotated[
     | UpdateEvent
     | Command
     | CommandAck
-    | SensorFault,
+    | SensorFault
+    | VisitEvent
+    | StreamEventMessage,
     Field(discriminator="type"),
 ]
 
@@ -277,6 +400,8 @@ MESSAGE_TYPES: dict[str, type[MessageBase]] = {
     "cmd": Command,
     "cmd_ack": CommandAck,
     "sensor_fault": SensorFault,
+    "visit": VisitEvent,
+    "stream": StreamEventMessage,
 }
 
 

@@ -10,7 +10,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 from edge_agent import __version__
 from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink, Will
@@ -25,8 +26,10 @@ from edge_agent.protocol import (
     MessageBase,
     PredictionMessage,
     StatusMessage,
+    StreamEventMessage,
     TelemetryMessage,
     TopicTree,
+    VisitCounters,
     encode,
     safe_decode,
     utc_now,
@@ -36,6 +39,7 @@ from edge_agent.runtime.commands import CommandHandler, CommandRouter
 from edge_agent.runtime.supervisor import Supervisor
 from edge_agent.runtime.telemetry import HostSampler
 from edge_agent.sources import Sample, Source, SourceClosed
+from edge_agent.visits.config import publishes_prediction
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,36 @@ LabelledProvider = Callable[[], LabelledAccuracy | None]
 # Before each prediction: (flags for it, withhold it). See edge_agent.health.service.
 SampleScreen = Callable[[Sample], tuple[list[str], bool]]
 SensorFaultsProvider = Callable[[], list[str]]
+AbsentRateProvider = Callable[[], float | None]
+
+
+class VisitsView(Protocol):
+    """What the agent, its telemetry and its local API read from the visit tracker."""
+
+    def visit_counters(self) -> VisitCounters: ...
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def snapshot(self, visit_id: str) -> bytes | None: ...
+
+
+def stream_message(event: object, device_id: str) -> StreamEventMessage:
+    """A source's stream event (``edge_agent.sources.events.StreamEvent``: source, state,
+    at, detail, down_s) as a wire message; read by attribute, so any such object will do."""
+    at = getattr(event, "at", None)
+    if isinstance(at, int | float):
+        at = datetime.fromtimestamp(at, UTC)
+    detail = getattr(event, "detail", None)
+    return StreamEventMessage(
+        device_id=device_id,
+        ts=utc_now(),
+        seq=0,
+        source=str(getattr(event, "source", "")),
+        state=getattr(event, "state", None),
+        at=at if at is not None else utc_now(),
+        detail=None if detail is None else str(detail)[:1024],
+        down_s=getattr(event, "down_s", None),
+    )
 
 
 def broker_endpoint(config: DeviceConfig) -> BrokerEndpoint:
@@ -81,6 +115,12 @@ class EdgeAgent:
     - ``set_sample_screen(fn)``: ``fn(sample)`` runs before each prediction and returns
       (flags for the prediction, whether to withhold it): the sensor-health tests.
     - ``set_sensor_faults_provider(fn)``: the input sensors judged faulty now, for telemetry.
+    - ``set_visits(view)``: the visit tracker, for telemetry counters and ``/visits``;
+      ``set_absent_rate_provider(fn)``: the recent share of absent frames (drift monitor).
+    - ``on_stop(fn)``: ``fn()`` runs once inference has stopped and before the outbox's
+      last flush, so what it publishes then still goes out (an open visit ends).
+
+    Which predictions are published follows ``visits.predictions``; observers see every one.
     """
 
     def __init__(
@@ -118,6 +158,9 @@ class EdgeAgent:
         self.labelled_provider: LabelledProvider | None = None
         self.sample_screen: SampleScreen | None = None
         self.sensor_faults_provider: SensorFaultsProvider | None = None
+        self.visits: VisitsView | None = None
+        self.absent_rate_provider: AbsentRateProvider | None = None
+        self._stop_hooks: list[Callable[[], None]] = []
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=256)
         self._min_interval = 1.0 / (config.limits.max_predictions_per_s or float("inf"))
         self._stopped = threading.Event()
@@ -167,6 +210,15 @@ class EdgeAgent:
     def set_sensor_faults_provider(self, provider: SensorFaultsProvider) -> None:
         self.sensor_faults_provider = provider
 
+    def set_visits(self, view: VisitsView) -> None:
+        self.visits = view
+
+    def set_absent_rate_provider(self, provider: AbsentRateProvider) -> None:
+        self.absent_rate_provider = provider
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        self._stop_hooks.append(hook)
+
     def _screen(self, sample: Sample) -> tuple[list[str], bool]:
         if self.sample_screen is None:
             return [], False
@@ -185,6 +237,26 @@ class EdgeAgent:
         except Exception:  # a provider's bug must not stop telemetry
             self.counters["sensor_faults_errors"] += 1
             log.exception("sensor-faults provider failed")
+            return None
+
+    def _visit_counters(self) -> VisitCounters | None:
+        if self.visits is None:
+            return None
+        try:
+            return self.visits.visit_counters()
+        except Exception:  # a provider's bug must not stop telemetry
+            self.counters["visits_errors"] += 1
+            log.exception("visit counters failed")
+            return None
+
+    def _absent_rate(self) -> float | None:
+        if self.absent_rate_provider is None:
+            return None
+        try:
+            return self.absent_rate_provider()
+        except Exception:  # a provider's bug must not stop telemetry
+            self.counters["absent_rate_errors"] += 1
+            log.exception("absent-rate provider failed")
             return None
 
     def _labelled(self) -> LabelledAccuracy | None:
@@ -206,6 +278,8 @@ class EdgeAgent:
             "telemetry": Channel.TELEMETRY,
             "prediction": Channel.PREDICTIONS,
             "sensor_fault": Channel.SENSOR_FAULTS,
+            "visit": Channel.EVENTS,
+            "stream": Channel.EVENTS,
         }.get(str(getattr(message, "type", "")))
         if channel is None:
             raise ValueError(f"cannot publish a {type(message).__name__} through the outbox")
@@ -272,7 +346,9 @@ class EdgeAgent:
                 sample = self.source.read(0.5)
             except SourceClosed:
                 log.info("source %s ended", self.source.name)
+                self._forward_stream_events()
                 return
+            self._forward_stream_events()
             if sample is None:
                 continue
             now = time.monotonic()
@@ -282,8 +358,30 @@ class EdgeAgent:
             next_allowed = now + self._min_interval
             self.handle_sample(sample)
 
+    def _forward_stream_events(self) -> None:
+        """Publish what the source noticed about its stream (lost, frozen, restored)."""
+        pop = getattr(self.source, "pop_events", None)
+        if pop is None:
+            return
+        try:
+            events = list(pop())
+        except Exception:  # a source's bug must not stop inference
+            self.counters["stream_event_errors"] += 1
+            log.exception("source %s: stream events unreadable", getattr(self.source, "name", "?"))
+            return
+        for event in events:
+            try:
+                message = stream_message(event, self.config.device_id)
+            except ValueError as e:  # pydantic's ValidationError is one
+                self.counters["stream_event_errors"] += 1
+                log.warning("stream event %r not sent: %s", event, e)
+                continue
+            self._queue(message, Channel.EVENTS)
+
     def handle_sample(self, sample: Sample) -> int | None:
-        """Predict on one sample and queue the prediction; returns its seq."""
+        """Predict on one sample and queue the prediction; returns its seq, or None when
+        nothing was queued (withheld, rejected, or not published under
+        ``visits.predictions``: a no_pet frame by default)."""
         flags, withhold = self._screen(sample)
         if withhold:
             self.counters["withheld_sensor_fault"] += 1
@@ -299,22 +397,25 @@ class EdgeAgent:
             log.warning("model output refused for %s: %s", sample.input_id, e)
             return None
         spec = engine.spec
-        message = PredictionMessage(
-            device_id=self.config.device_id,
-            ts=utc_now(),
-            seq=0,
-            model_name=spec.name,
-            model_version=self._version_of(engine),
-            label=prediction.label,
-            confidence=min(1.0, max(0.0, prediction.confidence)),
-            scores=prediction.scores,
-            latency_ms=prediction.latency_ms,
-            input_ts=sample.ts,
-            input_id=sample.input_id[:128] or None,
-            horizon_s=spec.horizon_s,
-            flags=flags[:32] or None,
-        )
-        seq = self._queue(message, Channel.PREDICTIONS)
+        absent = spec.presence.absent_label if spec.presence is not None else None
+        seq = None
+        if publishes_prediction(self.config.visits.predictions, absent, prediction.label):
+            message = PredictionMessage(
+                device_id=self.config.device_id,
+                ts=utc_now(),
+                seq=0,
+                model_name=spec.name,
+                model_version=self._version_of(engine),
+                label=prediction.label,
+                confidence=min(1.0, max(0.0, prediction.confidence)),
+                scores=prediction.scores,
+                latency_ms=prediction.latency_ms,
+                input_ts=sample.ts,
+                input_id=sample.input_id[:128] or None,
+                horizon_s=spec.horizon_s,
+                flags=flags[:32] or None,
+            )
+            seq = self._queue(message, Channel.PREDICTIONS)
         self.predictions += 1
         self.last_prediction_at = time.monotonic()
         for observer in self._observers:
@@ -354,6 +455,8 @@ class EdgeAgent:
             model_version=self._version_of(engine),
             labelled=self._labelled(),
             sensor_faults=self._sensor_faults(),
+            visits=self._visit_counters(),
+            absent_rate=self._absent_rate(),
         )
 
     def _telemetry_worker(self, stopping: threading.Event) -> None:
@@ -428,6 +531,13 @@ class EdgeAgent:
         self.state = "stopping"
         # Producers first, so nothing is queued after the flush; the publisher last.
         self.supervisor.stop(timeout=5.0, only={"inference", "telemetry", "commands"})
+        if self.source is not None:
+            self._forward_stream_events()
+        for hook in self._stop_hooks:
+            try:
+                hook()
+            except Exception:  # one component's bug must not lose the rest of the flush
+                log.exception("stop hook %r failed", hook)
         self.publish_status("stopping")
         flushed = self.publisher.stop(self.config.limits.flush_timeout_s)
         self.supervisor.stop(timeout=5.0)

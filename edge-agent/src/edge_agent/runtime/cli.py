@@ -17,6 +17,7 @@ from edge_agent.drift.service import DriftService
 from edge_agent.health.service import SensorHealthService
 from edge_agent.inference import InferenceEngine, ModelLoadError
 from edge_agent.outbox import OutboxError
+from edge_agent.protocol import DeviceKind
 from edge_agent.runtime.agent import EdgeAgent
 from edge_agent.runtime.doctor import run_checks
 from edge_agent.runtime.logs import configure_logging
@@ -24,6 +25,7 @@ from edge_agent.sources import SourceError, open_source
 from edge_agent.updater.agent_link import DeferredSink, attach, build_updater
 from edge_agent.updater.errors import UpdateError
 from edge_agent.updater.service import ModelUpdater
+from edge_agent.visits.service import VisitService
 
 if TYPE_CHECKING:
     from edge_agent.api import ApiServer
@@ -132,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
         if config.drift is not None and config.drift.enabled:
             drift = DriftService(agent, config.drift, config.limits.outbox_path.parent).attach()
             drift.start_uploads()
+        if config.kind is DeviceKind.CAMERA and config.visits.enabled:
+            capture = drift.capture if drift is not None else None
+            data_dir = config.limits.outbox_path.parent
+            VisitService(agent, config.visits, data_dir, capture).attach()
     except (
         StartupError,
         ModelLoadError,

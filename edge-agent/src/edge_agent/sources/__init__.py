@@ -3,6 +3,7 @@
 from edge_agent.sources.base import SourceConfig, open_source
 from edge_agent.sources.camera import CameraSource, CameraSourceConfig
 from edge_agent.sources.csv_replay import CsvReplaySource, CsvReplaySourceConfig
+from edge_agent.sources.events import StreamEvent
 from edge_agent.sources.motion import MotionGateConfig
 from edge_agent.sources.mqtt_sensor import MqttSensorSource, MqttSensorSourceConfig
 from edge_agent.sources.sample import Sample, Source, SourceClosed, SourceError
@@ -23,5 +24,6 @@ __all__ = [
     "SourceClosed",
     "SourceConfig",
     "SourceError",
+    "StreamEvent",
     "open_source",
 ]

@@ -63,6 +63,12 @@ class ReleaseList(BaseModel):
     count: int
 
 
+class VisitList(BaseModel):
+    visits: list[dict[str, Any]]
+    count: int
+    stream_events: list[dict[str, Any]]
+
+
 class PolicyActionList(BaseModel):
     actions: list[dict[str, Any]]
     count: int
@@ -129,9 +135,29 @@ def device_detail(
             "commands": queries.device_commands(conn, device_id),
             "samples": queries.list_samples(conn, device_id, limit=20),
             "sensor_faults": queries.sensor_faults(conn, device_id),
+            "visits": queries.visits(conn, device_id, limit=50),
+            "stream_events": queries.stream_events(conn, device_id, limit=50),
         }
 
     return context.store.read(read)
+
+
+@router.get("/devices/{device_id}/visits", responses=refusals(404, 503))
+def device_visits(
+    device_id: str,
+    context: Context,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> VisitList:
+    """A camera's visits (newest first) and its recent stream losses and recoveries."""
+    if context.store.device(device_id) is None:
+        raise HTTPException(404, f"unknown device {device_id!r}")
+    found = context.store.read(
+        lambda c: (
+            queries.visits(c, device_id, limit=limit),
+            queries.stream_events(c, device_id, limit=limit),
+        )
+    )
+    return VisitList(visits=found[0], count=len(found[0]), stream_events=found[1])
 
 
 @router.get("/alerts", responses=refusals(503))

@@ -37,15 +37,16 @@ from edge_agent.protocol import (
 
 log = logging.getLogger(__name__)
 
-# The message type each device channel must carry; ``cmd`` is cloud → device, not consumed.
-CHANNEL_TYPES: dict[Channel, str] = {
-    Channel.STATUS: "status",
-    Channel.TELEMETRY: "telemetry",
-    Channel.PREDICTIONS: "prediction",
-    Channel.DRIFT: "drift",
-    Channel.EVENTS: "event",
-    Channel.CMD_ACK: "cmd_ack",
-    Channel.SENSOR_FAULTS: "sensor_fault",
+# The message types each device channel may carry; ``cmd`` is cloud → device, not consumed.
+CHANNEL_TYPES: dict[Channel, frozenset[str]] = {
+    Channel.STATUS: frozenset({"status"}),
+    Channel.TELEMETRY: frozenset({"telemetry"}),
+    Channel.PREDICTIONS: frozenset({"prediction"}),
+    Channel.DRIFT: frozenset({"drift"}),
+    # Update-lifecycle events, a camera's visits and its stream losses and recoveries.
+    Channel.EVENTS: frozenset({"event", "visit", "stream"}),
+    Channel.CMD_ACK: frozenset({"cmd_ack"}),
+    Channel.SENSOR_FAULTS: frozenset({"sensor_fault"}),
 }
 
 
@@ -180,9 +181,8 @@ class FleetConsumer:
         if isinstance(decoded, ProtocolError):
             self._reject("malformed", topic, str(decoded), ack)
             return
-        kind = CHANNEL_TYPES[channel]
-        if decoded.type != kind:
-            wrong = f"a {decoded.type} message on the {kind} channel"
+        if decoded.type not in CHANNEL_TYPES[channel]:
+            wrong = f"a {decoded.type} message on the {channel.value} channel"
             self._reject("wrong_channel", topic, wrong, ack)
             return
         if decoded.device_id != address.device:

@@ -219,6 +219,10 @@ class FleetStore:
             for table, column, keep in (
                 (t.telemetry, t.telemetry.c.ts, telemetry_s),
                 (t.prediction_buckets, t.prediction_buckets.c.bucket_start, predictions_s),
+                # Visits stand in for a camera's per-frame predictions: kept as long, counted
+                # from their arrival (a replayed recording may be older than the retention).
+                (t.visits, t.visits.c.received_at, predictions_s),
+                (t.stream_events, t.stream_events.c.received_at, predictions_s),
                 (t.received, t.received.c.received_at, dedupe_s),
             ):
                 result = conn.execute(delete(table).where(column < now - keep))

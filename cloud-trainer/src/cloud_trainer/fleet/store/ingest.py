@@ -17,8 +17,10 @@ from edge_agent.protocol import (
     PredictionMessage,
     SensorFault,
     StatusMessage,
+    StreamEventMessage,
     TelemetryMessage,
     UpdateEvent,
+    VisitEvent,
 )
 
 
@@ -91,6 +93,10 @@ def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> In
             _insert_ack(conn, msg, env.received_at)
         elif isinstance(msg, SensorFault):
             _insert_sensor_fault(conn, msg, env.received_at)
+        elif isinstance(msg, VisitEvent):
+            _upsert_visit(conn, msg, env.received_at)
+        elif isinstance(msg, StreamEventMessage):
+            _insert_stream_event(conn, msg, env.received_at)
     if telemetry_rows:
         conn.execute(t.telemetry.insert(), telemetry_rows)
     for device_id, (seq, name, version) in sorted(models.items()):
@@ -204,13 +210,18 @@ def _apply_status(conn: Connection, msg: StatusMessage) -> None:
 def _telemetry_row(msg: TelemetryMessage) -> dict[str, Any]:
     # The sensors faulty now are kept as the sensor_faults rows that raised them.
     row = msg.model_dump(
-        exclude={"schema_version", "type", "open_fds", "labelled", "sensor_faults"}
+        exclude={"schema_version", "type", "open_fds", "labelled", "sensor_faults", "visits"}
     )
     row["ts"] = _ts(msg)
     labelled = msg.labelled
     row["accuracy"] = None if labelled is None else labelled.accuracy
     row["macro_f1"] = None if labelled is None else labelled.macro_f1
     row["labelled_n"] = None if labelled is None else labelled.n
+    visits = msg.visits
+    row["visit_frames"] = None if visits is None else visits.frames
+    row["absent_frames"] = None if visits is None else visits.absent_frames
+    row["visits_started"] = None if visits is None else visits.visits_started
+    row["visits_ended"] = None if visits is None else visits.visits_ended
     return row
 
 
@@ -379,3 +390,53 @@ def _insert_sensor_fault(conn: Connection, msg: SensorFault, received_at: float)
         observed_at=msg.observed_at.timestamp(),
     )
     conn.execute(t.sensor_faults.insert().values(row))
+
+
+def _upsert_visit(conn: Connection, msg: VisitEvent, received_at: float) -> None:
+    """One row per visit: the end's figures win whichever phase arrives first (a replay
+    may bring the start after the end)."""
+    snapshot = msg.snapshot
+    row: dict[str, Any] = {
+        "device_id": msg.device_id,
+        "visit_id": msg.visit_id,
+        "model_name": msg.model_name,
+        "model_version": msg.model_version,
+        "label": msg.label,
+        "confidence": msg.confidence,
+        "started_at": msg.started_at.timestamp(),
+        "ended_at": None if msg.ended_at is None else msg.ended_at.timestamp(),
+        "ended_by": msg.ended_by,
+        "subject_frames": msg.subject_frames,
+        "frames": msg.frames,
+        "label_frames": dict(msg.label_frames),
+        "snapshot_id": None if snapshot is None else snapshot.id,
+        "snapshot_bytes": None if snapshot is None else snapshot.bytes,
+        "snapshot_sha256": None if snapshot is None else snapshot.sha256,
+        "start_seq": msg.seq if msg.phase == "start" else None,
+        "end_seq": msg.seq if msg.phase == "end" else None,
+        "received_at": received_at,
+    }
+    ins = upsert(conn, t.visits).values(row)
+    if msg.phase == "start":
+        changes: dict[str, Any] = {"start_seq": ins.excluded.start_seq}
+    else:
+        keep = {"device_id", "visit_id", "start_seq"}
+        changes = {col: ins.excluded[col] for col in row if col not in keep}
+    v = t.visits.c
+    conn.execute(ins.on_conflict_do_update(index_elements=[v.device_id, v.visit_id], set_=changes))
+
+
+def _insert_stream_event(conn: Connection, msg: StreamEventMessage, received_at: float) -> None:
+    conn.execute(
+        t.stream_events.insert().values(
+            device_id=msg.device_id,
+            seq=msg.seq,
+            ts=_ts(msg),
+            received_at=received_at,
+            source=msg.source,
+            state=msg.state,
+            at=msg.at.timestamp(),
+            detail=msg.detail,
+            down_s=msg.down_s,
+        )
+    )

@@ -268,6 +268,21 @@ def sensor_faults(conn: Connection, device_id: str, limit: int = 100) -> dict[st
     }
 
 
+def visits(conn: Connection, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """A camera's visits, newest start first; ``ended_at`` is null while one is under way."""
+    v = t.visits.c
+    query = select(t.visits).where(v.device_id == device_id)
+    query = query.order_by(v.started_at.desc(), v.visit_id.desc()).limit(limit)
+    return [_dict(r) for r in conn.execute(query)]
+
+
+def stream_events(conn: Connection, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """A camera's stream losses and recoveries, newest first (by the device's seq)."""
+    e = t.stream_events.c
+    query = select(t.stream_events).where(e.device_id == device_id)
+    return [_dict(r) for r in conn.execute(query.order_by(e.seq.desc()).limit(limit))]
+
+
 def table_counts(conn: Connection) -> dict[str, int]:
     """Rows per table, for metrics and tests."""
     return {

@@ -76,6 +76,13 @@ telemetry = Table(
     Column("accuracy", Float),
     Column("macro_f1", Float),
     Column("labelled_n", Integer),
+    # A camera's visit counters since its agent started (TelemetryMessage.visits) and its
+    # recent share of frames answered with the absent label; null where not reported.
+    Column("visit_frames", BigInteger),
+    Column("absent_frames", BigInteger),
+    Column("visits_started", BigInteger),
+    Column("visits_ended", BigInteger),
+    Column("absent_rate", Float),
     Index("ix_telemetry_device_ts", "device_id", "ts"),
     Index("ix_telemetry_ts", "ts"),
 )
@@ -278,4 +285,46 @@ sensor_faults = Table(
     Column("model_version", Integer),
     Column("summary", Text, nullable=False, default=""),
     Index("ix_sensor_faults_device_seq", "device_id", "seq"),
+)
+
+# A camera's visits (VisitEvent): one row per visit, made by its start or its end event,
+# whichever arrives first, and completed by the other.
+visits = Table(
+    "visits",
+    metadata,
+    Column("device_id", ID, primary_key=True),
+    Column("visit_id", ID, primary_key=True),
+    Column("model_name", ID, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("started_at", Float, nullable=False, index=True),
+    Column("ended_at", Float),
+    Column("ended_by", String(16)),
+    Column("subject_frames", BigInteger, nullable=False),
+    Column("frames", BigInteger, nullable=False),
+    Column("label_frames", JSON, nullable=False, default=dict),
+    Column("snapshot_id", ID),
+    Column("snapshot_bytes", BigInteger),
+    Column("snapshot_sha256", String(64)),
+    Column("start_seq", BigInteger),
+    Column("end_seq", BigInteger),
+    Column("received_at", Float, nullable=False, index=True),
+)
+
+# A camera's stream lost, frozen or restored (StreamEventMessage).
+stream_events = Table(
+    "stream_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("received_at", Float, nullable=False, index=True),
+    Column("source", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("detail", Text),
+    Column("down_s", Float),
+    Index("ix_stream_events_device_seq", "device_id", "seq"),
 )

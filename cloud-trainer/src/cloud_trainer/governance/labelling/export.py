@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_trainer.governance.errors import LabellingError
-from cloud_trainer.governance.labelling.queue import TRAINING_LABELS, LabelQueue
+from cloud_trainer.governance.labelling.queue import TRAINING_FOLDERS, LabelQueue
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def _link_base(base: Path, out: Path) -> int:
 def export_labelled(
     queue: LabelQueue, out: Path, base: Path | None = None, include_used: bool = False
 ) -> LabelExport:
-    """Copy labelled cat/dog frames into ``out/<label>/``; record which samples went where.
+    """Copy labelled frames into ``out/cat/``, ``out/dog/`` and ``out/none/`` (labelled
+    neither: the no_pet frames); record which samples went where.
 
     A frame whose bytes no longer match the hash recorded at upload is left out and named
     in ``excluded``: a tampered or damaged file must not enter training silently.
@@ -94,7 +95,7 @@ def export_labelled(
     excluded: list[dict[str, Any]] = []
     for row in queue.labelled(unused_only=not include_used):
         label = row["human_label"]
-        if label not in TRAINING_LABELS:
+        if label not in TRAINING_FOLDERS:
             excluded.append({"sample_id": row["id"], "reason": f"labelled {label}"})
             continue
         source = Path(row["path"])
@@ -108,7 +109,7 @@ def export_labelled(
             log.warning("sample %s: %s no longer matches its recorded sha256", row["id"], source)
             continue
         ext = EXTENSIONS.get(row["content_type"], source.suffix or ".img")
-        target = out / label / f"{row['device_id']}_{row['id']:06d}{ext}"
+        target = out / TRAINING_FOLDERS[label] / f"{row['device_id']}_{row['id']:06d}{ext}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         samples.append(

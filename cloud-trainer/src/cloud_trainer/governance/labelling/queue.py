@@ -31,8 +31,10 @@ from cloud_trainer.fleet.store.engine import upsert, write_transaction
 from cloud_trainer.governance.errors import LabellingError
 
 HUMAN_LABELS = ("cat", "dog", "neither")
-# "neither" frames are kept on record but are not a class of the two-way camera model.
-TRAINING_LABELS = ("cat", "dog")
+# The training folder each human label goes to: "neither" (no cat, no dog) is a frame of the
+# camera model's no_pet outcome, its none/ folder.
+TRAINING_FOLDERS = {"cat": "cat", "dog": "dog", "neither": "none"}
+TRAINING_LABELS = tuple(TRAINING_FOLDERS)
 
 metadata = MetaData()
 

@@ -131,6 +131,7 @@ def _train(
             raise GovernanceError(f"{t.name}: the weather pipeline registered nothing")
         return outcome.registered.version, outcome.run_id, outcome.decision.promote
     from cloud_trainer.catdog.cli import default_data_path as pets_default
+    from cloud_trainer.catdog.cli import default_negatives
     from cloud_trainer.catdog.pipeline import PipelineSettings, run_pipeline
     from cloud_trainer.catdog.train import TrainSettings as CatdogTrain
 
@@ -140,8 +141,10 @@ def _train(
         feature_views=2 if t.quick else 4,
         cnn_epochs=4 if t.quick else 40,
     )
+    pets = data or pets_default()[0]
     settings = PipelineSettings(
-        data=data or pets_default()[0],
+        data=pets,
+        negatives=default_negatives(pets),
         work_dir=work,
         model_name=t.name,
         train=train,

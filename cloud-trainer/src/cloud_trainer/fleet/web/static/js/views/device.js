@@ -75,6 +75,32 @@ function sensorSection(faults) {
     )), "No sensor faults reported."));
 }
 
+// A camera's visits (newest first; no end yet while one is under way) and its stream's
+// losses and recoveries. Snapshots stay on the device: the id names one for its local API.
+function visitSection(visits, streamEvents) {
+  const duration = (v) => (v.ended_at == null ? "under way" : `${Math.max(0, v.ended_at - v.started_at).toFixed(1)} s`);
+  const rows = visits.slice(0, 20).map((v) => el(
+    "tr", { dataset: { visit: v.visit_id, label: v.label } },
+    el("td", { text: when(v.started_at) }),
+    el("td", {}, badge(v.label, "")),
+    el("td", { text: v.confidence.toFixed(2) }),
+    el("td", { text: duration(v) }),
+    el("td", { text: `${v.subject_frames} / ${v.frames}` }),
+    el("td", { class: "mono", text: v.snapshot_id ? `${v.snapshot_id} · ${Math.round(v.snapshot_bytes / 1024)} KiB` : "—" }),
+  ));
+  const streams = streamEvents.slice(0, 10).map((e) => el(
+    "tr", { dataset: { state: e.state } },
+    el("td", { text: when(e.at) }),
+    el("td", { class: "mono", text: e.source }),
+    el("td", {}, badge(e.state, e.state === "restored" ? "good" : "bad")),
+    el("td", { class: "muted", text: e.down_s != null ? `down ${e.down_s.toFixed(1)} s` : e.detail || "" }),
+  ));
+  return el("div", { id: "visits" },
+    table(["Started", "Label", "Best confidence", "Duration", "Subject / all frames", "Snapshot"], rows, "No visits reported."),
+    streams.length ? el("h3", { text: "Stream" }) : null,
+    streams.length ? table(["When", "Source", "State", ""], streams, "") : null);
+}
+
 function actions(device, ctx, onSent) {
   const version = el("input", { type: "number", min: "0", id: "pin-version", value: device.model_version ?? "", "aria-label": "Version to pin" });
   const send = async (action, args, label) => {
@@ -112,6 +138,7 @@ export async function mountDevice(root, route, ctx) {
   const predictions = el("div");
   const drift = el("div");
   const sensors = el("div");
+  const visits = el("div");
   const updates = el("div");
   const commands = el("div");
   const actionBox = el("div");
@@ -126,6 +153,7 @@ export async function mountDevice(root, route, ctx) {
         card("Predictions, last 24 h", predictions),
         card("Drift: score against threshold", drift)),
       card("Sensor health", sensors),
+      card("Visits", visits),
       el("div", { class: "columns" },
         card("Update history", updates),
         card("Actions", actionBox, commands))),
@@ -168,6 +196,7 @@ export async function mountDevice(root, route, ctx) {
       : el("p", { class: "empty", text: "No predictions in this window." }));
     clear(drift).append(driftSection(data.alerts));
     clear(sensors).append(sensorSection(data.sensor_faults));
+    clear(visits).append(visitSection(data.visits || [], data.stream_events || []));
     clear(updates).append(table(["When", "Release", "Version", "State", "Reason"], data.updates.map((u) => el(
       "tr", {},
       el("td", { text: when(u.ts) }),
