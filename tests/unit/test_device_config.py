@@ -68,6 +68,16 @@ def test_errors_carry_line_path_suggestion_and_mask_secrets(tmp_path: Path):
     assert "hunter2" not in text
 
 
+def test_a_password_with_an_at_sign_is_masked_whole(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD.replace("  fsp: 5\n", "  url: rtsp://admin:hun@ter2@cam/stream\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = "\n".join(str(i) for i in info.value.issues)
+    assert "source.url · 'rtsp://admin:***@cam/stream' · unknown key" in text
+    assert "ter2" not in text and "hunter2" not in text
+
+
 def test_errors_in_site_file_point_at_the_site_file(tmp_path: Path):
     (tmp_path / "site.yaml").write_text("site: park\nkind: camera\napi:\n  prot: 9000\n")
     (tmp_path / "dev.yaml").write_text(

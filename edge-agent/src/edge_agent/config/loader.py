@@ -20,7 +20,8 @@ Loc = tuple[str | int, ...]
 Origins = dict[Loc, tuple[str, int]]
 
 _SECRET_KEY = re.compile(r"(password|passwd|token|secret|private)", re.IGNORECASE)
-_URI_CREDENTIALS = re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]*)@")
+# The password runs to the last "@" before the path, as FFmpeg reads it: "p@ss" is hidden too.
+_URI_CREDENTIALS = re.compile(r"(?<=://)([^:/@\s]+):([^/\s]*)@")
 _MAX_EXTENDS = 8
 
 
