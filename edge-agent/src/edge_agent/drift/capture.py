@@ -208,9 +208,9 @@ class CaptureStore:
         data_path = self.directory / f"{stem}.jpg" if jpeg is not None else None
         # Data first, metadata last: a sample exists once its .json does.
         if data_path is not None and jpeg is not None:
-            _write_atomic(data_path, jpeg)
+            write_atomic(data_path, jpeg)
         try:
-            _write_atomic(meta_path, body)
+            write_atomic(meta_path, body)
         except CaptureError:
             if data_path is not None:
                 data_path.unlink(missing_ok=True)
@@ -250,7 +250,9 @@ def _finite(features: object) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in features.items() if np.isfinite(v)}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, error: type[Exception] = CaptureError) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary sibling and a rename; a
+    failure (a full disk named as such) raises ``error`` and leaves nothing half-written."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -261,4 +263,4 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         why = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
-        raise CaptureError(f"cannot write {path.name}: {why}") from e
+        raise error(f"cannot write {path.name}: {why}") from e

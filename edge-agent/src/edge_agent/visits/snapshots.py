@@ -8,11 +8,9 @@ fsynced and renamed, so a power cut never leaves half a snapshot.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -24,6 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from edge_agent.drift.capture import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +88,8 @@ class StoredVisit:
         return [self.record_path] + ([self.snapshot_path] if self.snapshot_path else [])
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        why = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
-        raise SnapshotError(f"cannot write {path.name}: {why}") from e
+def _write(path: Path, data: bytes) -> None:
+    write_atomic(path, data, SnapshotError)
 
 
 class SnapshotStore:
@@ -167,9 +157,9 @@ class SnapshotStore:
         record_path = self.directory / f"{stem}.json"
         snapshot_path = self.directory / f"{stem}.jpg" if snapshot is not None else None
         if snapshot_path is not None and snapshot is not None:
-            _write_atomic(snapshot_path, snapshot.jpeg)
+            _write(snapshot_path, snapshot.jpeg)
         try:
-            _write_atomic(record_path, body)
+            _write(record_path, body)
         except SnapshotError:
             if snapshot_path is not None:
                 snapshot_path.unlink(missing_ok=True)
