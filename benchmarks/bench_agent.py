@@ -3,9 +3,11 @@
     .venv/bin/python -m benchmarks.bench_agent [--messages 5000] [--outage-s 20]
 
 Prints, for the issue's goals: live prediction publishing through the outbox vs a raw paho
-QoS 1 loop (target >= 0.8x), draining a backlog (>= 0.5x), process RSS with the camera model
-loaded, cold start to first prediction, and a broker outage at 50 msg/s (no loss, no
-duplicate after de-duplication by seq, order kept).
+QoS 1 loop (target >= 0.8x), draining a backlog (>= 0.5x), process RSS of a camera agent
+with its API (<= 150 MiB) and of a weather station (<= 90 MiB, its API on as by default,
+and off), whether OpenCV is mapped into the station's process (it must not be), cold start
+to first prediction, and a broker outage at 50 msg/s (no loss, no duplicate after
+de-duplication by seq, order kept).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.comms.mqtt import BrokerEndpoint
 from edge_agent.protocol import PredictionMessage, encode, utc_now
 from edge_agent.sources import Sample
-from tests.integration.agent_fixtures import build_agent, camera_config
+from tests.integration.agent_fixtures import build_agent, camera_config, station_config
 from tests.support.mqtt import Collector
 from tests.support.onnx_models import red_frame
 
@@ -111,6 +113,39 @@ def cold_start_and_rss(tmp: Path, port: int) -> tuple[float, float]:
     return cold, rss
 
 
+def opencv_mapped(pid: int) -> bool:
+    """Whether any OpenCV library is mapped into the process (imported, that is)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "/cv2/" in maps or "opencv" in maps
+
+
+def station_rss(tmp: Path, port: int, api: bool) -> tuple[float, bool]:
+    """RSS (MiB) of a weather station 3 s after its first prediction; OpenCV mapped or not.
+
+    The station replays synthetic hourly rows, ten hours a second, streamed from its CSV as
+    a serial or MQTT station's readings come.
+    """
+    work = tmp / f"station-api-{int(api)}"
+    config = station_config(work, port, hours=5000, speed=36_000.0)
+    data = config.model_dump(mode="json", exclude_none=True)
+    data["api"] = {"enabled": api, "port": 0}
+    path = work / "device.yaml"
+    path.write_text(yaml.safe_dump(data))
+    endpoint = BrokerEndpoint("127.0.0.1", port)
+    with Collector(endpoint, "mlops/port/ws-01/predictions") as collector:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "run", "--config", str(path)],
+            stderr=subprocess.DEVNULL,
+        )
+        collector.wait_for(1, timeout=60)
+        time.sleep(3.0)
+        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+        mapped = opencv_mapped(proc.pid)
+        proc.terminate()
+        proc.wait(30)
+    return rss, mapped
+
+
 def outage(tmp: Path, outage_s: float, rate: float = 50.0) -> dict[str, float]:
     broker = MosquittoBroker(workdir=tmp / "outage-broker").start()
     endpoint = BrokerEndpoint(broker.host, broker.port)
@@ -188,6 +223,12 @@ def main() -> None:
         cold, rss = cold_start_and_rss(tmp, broker.port)
         print(f"cold start to 1st predict {cold:8.2f} s  (<= 3 s; process spawn to broker)")
         print(f"agent process RSS         {rss:8.1f} MiB (<= 150; tiny camera model, API on)")
+        station, cv2_mapped = station_rss(tmp, broker.port, api=True)
+        station_bare, _ = station_rss(tmp, broker.port, api=False)
+        print(
+            f"station process RSS       {station:8.1f} MiB (<= 90; rain model, API on), "
+            f"{station_bare:.1f} MiB with the API off; OpenCV mapped: {cv2_mapped}"
+        )
         result = outage(tmp, args.outage_s)
     print(
         f"broker killed {args.outage_s:.0f} s at 50 msg/s: "
@@ -202,6 +243,9 @@ def main() -> None:
             "replay_vs_raw": backlog / baseline,
             "cold_start_s": cold,
             "rss_mib": rss,
+            "station_rss_mib": station,
+            "station_rss_no_api_mib": station_bare,
+            "station_opencv_mapped": cv2_mapped,
             "outage": result,
         }
         args.json.write_text(json.dumps(figures, indent=1))

@@ -7,8 +7,9 @@ The same encoded prediction messages go to one private Mosquitto at QoS 0 and Qo
 - ``mosquitto_pub -l``: the C client reading one message per line from a file (process
   start included, a few milliseconds);
 - ``raw paho``: a paho loop publishing the bytes and waiting for the PUBACKs (QoS 1);
-- ``agent``: ``OutboxStore.append`` (the durable SQLite write with its seq) and the
-  ``OutboxPublisher`` that sends and deletes on acknowledgement: what every agent message
+- ``agent``: ``OutboxStore.append`` (the seq, and the SQLite commit of what the broker has
+  not acknowledged within the agent's default ``outbox_commit_interval_s``) and the
+  ``OutboxPublisher`` that sends and deletes on acknowledgement: what every prediction
   goes through.
 
 Rounds interleave the variants in rotating order so a busy neighbour hurts all alike;
@@ -35,9 +36,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink
+from edge_agent.config.device import LimitsConfig
 from edge_agent.outbox import OutboxPublisher, OutboxStore, Priority
 from edge_agent.protocol import PredictionMessage, encode, utc_now
 from tests.support.mqtt import Collector
+
+COMMIT_INTERVAL_S = LimitsConfig.model_fields["outbox_commit_interval_s"].default
 
 
 def prediction(seq: int, stamp_input: bool = False) -> PredictionMessage:
@@ -92,13 +96,13 @@ def _constant(payload: bytes) -> Callable[[int], bytes]:
 
 
 def agent_outbox(port: int, topic: str, qos: int, data: list[bytes], db: Path) -> None:
-    store = OutboxStore(db)
+    store = OutboxStore(db, commit_interval_s=COMMIT_INTERVAL_S)
     link = MqttLink(BrokerEndpoint("127.0.0.1", port), client_id=f"agent-{uuid.uuid4().hex[:6]}")
     link.start(timeout=10)
     publisher = OutboxPublisher(store, link)
     publisher.start()
     for payload in data:
-        store.append(topic, _constant(payload), Priority.PREDICTION, qos=qos)
+        store.append(topic, _constant(payload), Priority.PREDICTION, qos=qos, wait=False)
         publisher.notify()
     deadline = time.monotonic() + 120
     while store.depth and time.monotonic() < deadline:

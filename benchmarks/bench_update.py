@@ -1,9 +1,11 @@
-"""Model delivery over loopback: publish → serving, swap gap, swap memory, rollback time.
+"""Model delivery over loopback: publish → serving, swap gaps, swap memory, rollback time.
 
 Run: ``.venv/bin/python -m benchmarks.bench_update [--rounds 7]``. Starts a private
 Mosquitto, the artefact server and an in-process device fed frames every 5 ms, and
 prints each figure beside a raw baseline measured in the same run (HTTP fetch + session
-load for delivery, a bare ``ModelSlot.swap`` for rollback, one session's RSS for memory).
+load for delivery, a bare ``ModelSlot.swap`` for rollback, one session's RSS for memory,
+the loop's own jitter for the output gap at each swap: a release's commit, and an operator
+pin that loads a stored version and swaps it in).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tests.integration.updater_fixtures import catdog_manifest
 from tests.support.onnx_models import image_classifier
 
 FRAME_S = 0.005
+PINS = 6  # operator pins after the releases: a stored version swapped in without probation
 FIGURES: dict[str, str] = {}  # every printed row, for --json
 
 
@@ -153,12 +156,14 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
         serve_ms, commit_ms, gaps, raw_ms, peaks, sessions = [], [], [], [], [], []
         for i in range(rounds):
             version = i + 2
+            first = len(device.served)
             with RssSampler() as rss:
                 release_id, start, url = release(models / f"v{version}.onnx", version)
                 event = device.wait_for(
                     lambda e, r=release_id: e.release_id == r and e.state is UpdateState.COMMITTED,
                     30,
                 )
+            time.sleep(0.05)  # a few frames on the new model
             assert isinstance(event, UpdateEvent)
             # Shadow-first probation: the new model answers from the commit on.
             serve_ms.append((marks[(release_id, UpdateState.COMMITTED)] - start) * 1000)
@@ -166,7 +171,16 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
             peaks.append(rss.peak - rss.start)
             sessions.append(rss.max_sessions)
             raw_ms.append(raw_delivery_ms(url, tmp))
-            gaps.append(max_gap_frames(device))
+            gaps.append(max_gap_frames(device, first))
+        # Operator pins: a stored version is loaded and swapped in, with no probation.
+        switch_gaps = []
+        for k in range(PINS):
+            first = len(device.served)
+            result, detail = device.updater.command("pin", {"version": rounds + k % 2})
+            assert result == "done", detail
+            time.sleep(0.1)
+            switch_gaps.append(max_gap_frames(device, first))
+        device.updater.command("unpin")
         failed = sum(1 for s in device.served if not s.ok)
         steady_p99 = steady_gap_p99(device)
 
@@ -179,7 +193,7 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
         slot = ModelSlot(device.slot.current)
         other = InferenceEngine.load(models / "v1.onnx")
         t = time.perf_counter()
-        slot.swap(other)
+        slot.swap(other, warm=False)
         raw_swap_us = (time.perf_counter() - t) * 1e6
         device.stop()
 
@@ -220,7 +234,16 @@ def run(tmp: Path, endpoint: BrokerEndpoint, rounds: int) -> int:
     )
     row("publish → committed, p50", f"{statistics.median(commit_ms):.1f} ms", f"{frames} frames")
     row("raw: HTTP fetch + session load, p50", f"{raw_p50:.1f} ms", f"ratio {p50 / raw_p50:.1f}×")
-    row("output gap during swap, max", f"{max(gaps):.2f} frames", f"goal ≤ 1; {failed} failed")
+    row(
+        "output gap during swap, max",
+        f"{max(gaps):.2f} frames",
+        f"goal ≤ 1; median {statistics.median(gaps):.2f}; {failed} failed",
+    )
+    row(
+        "output gap at an operator pin, max",
+        f"{max(switch_gaps):.2f} frames",
+        f"stored version loaded and swapped in; median {statistics.median(switch_gaps):.2f}",
+    )
     row("raw: frame gap without swap, p99", f"{steady_p99:.2f} frames", "the loop's own jitter")
     row("live sessions during updates, max", f"{max(sessions)}", "goal ≤ 2")
     row("raw: one session's memory", f"{one_session / 1e6:.2f} MB", "five held, averaged")
@@ -238,10 +261,11 @@ def row(what: str, value: str, note: str) -> None:
     print(f"{what:<38} {value:>14}   {note}")
 
 
-def max_gap_frames(device: Device) -> float:
-    """Largest interval between served frames around the swap, in frame periods beyond one."""
-    served = device.served
-    steady = [b.at - a.at for a, b in itertools.pairwise(served[-200:])]
+def max_gap_frames(device: Device, first: int = 0) -> float:
+    """Largest interval between served frames around a swap among the frames served from
+    index ``first`` on, in frame periods beyond one."""
+    served = device.served[max(0, first - 1) :]
+    steady = [b.at - a.at for a, b in itertools.pairwise(device.served[-200:])]
     period = statistics.median(steady) if steady else FRAME_S
     # Frames whose serving engine changes mark the swap; look at the intervals around it.
     worst = 0.0

@@ -42,6 +42,7 @@ BENCHES: dict[str, tuple[str, list[str] | None, list[str] | None]] = {
         ["--messages", "5000", "--outage-s", "20"],
     ),
     "update": ("bench_update", ["--rounds", "3"], ["--rounds", "7"]),
+    "disk": ("bench_disk_writes", ["--seconds", "20"], ["--seconds", "120"]),
     "drift": ("bench_drift", ["--trials", "3"], ["--trials", "20"]),
     "fleet_ingest": ("bench_fleet_ingest", ["--messages", "5000"], ["--messages", "20000"]),
     "fleet_sim": (
@@ -114,6 +115,11 @@ def _agent(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"agent RSS {_f(r['rss_mib'])} MiB",
         ),
         (
+            "station RSS MiB (API on / off)",
+            f"{_f(r.get('station_rss_mib'))} / {_f(r.get('station_rss_no_api_mib'))}",
+            f"OpenCV mapped: {r.get('station_opencv_mapped')}",
+        ),
+        (
             "broker outage: lost / duplicates",
             f"{outage['lost']:g} / {outage['duplicates']:g}",
             f"{outage['sent']:g} sent, catch-up {_f(outage['catch_up_s'], 2)} s",
@@ -123,6 +129,18 @@ def _agent(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def _update(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(f"update: {k}", v, "") for k, v in r.items()]
+
+
+def _disk(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            f"disk: {name} write_bytes MiB/h",
+            _f(r[name]["write_mib_per_hour"]),
+            f"{_f(r[name]['predictions_per_hour'], 0)} predictions/h; "
+            f"wchar {_f(r[name]['wchar_mib_per_hour'])} MiB/h",
+        )
+        for name in ("camera", "station")
+    ]
 
 
 def _drift(r: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -216,6 +234,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], list[tuple[str, str, str]]]] = {
     "publish": _publish,
     "agent": _agent,
     "update": _update,
+    "disk": _disk,
     "drift": _drift,
     "fleet_ingest": _fleet_ingest,
     "fleet_sim": _fleet_sim,

@@ -1,11 +1,13 @@
 """Soak at nominal rates: the agent on a looping camera video, a broker and the fleet service.
 
-    .venv/bin/python -m benchmarks.soak [--minutes 30] [--fps 10] [--json OUT]
+    .venv/bin/python -m benchmarks.soak [--minutes 30] [--fps 10] [--kind station] [--json OUT]
 
 The agent runs as ``edge-agent run`` in its own process (camera source looping a video at
 ``--fps``, local API on, telemetry every 5 s, the outbox on disk) against a private
-Mosquitto; a fleet service consumes everything in a second process. Every few seconds the
-resident memory and open file descriptors of both processes are sampled.
+Mosquitto; a fleet service consumes everything in a second process. ``--kind station``
+runs a weather station instead: synthetic hourly rows replayed at ``--station-speed``
+(3600: an hour, so a forecast, a second), streamed from the CSV, API on. Every few seconds
+the resident memory and open file descriptors of both processes are sampled.
 
 The first fifth of the run (at least 20 s) is warm-up: caches, arenas and the SQLite page
 cache fill up there. After it, the plateau is the median of the warm-up's last samples and
@@ -33,7 +35,7 @@ import yaml
 from cloud_trainer.fleet.service import FleetService
 from cloud_trainer.fleet.settings import FleetSettings
 from cloud_trainer.stack.mosquitto import MosquittoBroker
-from tests.integration.agent_fixtures import camera_config
+from tests.integration.agent_fixtures import camera_config, station_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,17 +74,33 @@ def analyse(series: list[tuple[float, float]], warm_s: float) -> dict[str, float
     }
 
 
-def run(minutes: float, fps: float, interval_s: float | None = None) -> dict[str, Any]:
+def agent_config(
+    kind: str, tmp: Path, port: int, seconds: float, fps: float, station_speed: float
+) -> dict[str, Any]:
+    if kind == "station":
+        hours = int(seconds * station_speed / 3600) + 48  # never runs out during the soak
+        return station_config(tmp, port, hours=hours, speed=station_speed).model_dump(
+            mode="json", exclude_none=True
+        )
+    config = camera_config(tmp, port, frames=60).model_dump(mode="json", exclude_none=True)
+    config["source"].update({"on_end": "loop", "pace": "realtime", "fps": fps})
+    return config
+
+
+def run(
+    minutes: float,
+    fps: float,
+    interval_s: float | None = None,
+    kind: str = "camera",
+    station_speed: float = 3600.0,
+) -> dict[str, Any]:
     seconds = minutes * 60
     interval = interval_s or max(1.0, min(10.0, seconds / 120))
     warm_s = max(20.0, seconds / 5)
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="soak-") as folder, MosquittoBroker() as broker:
         tmp = Path(folder)
-        config = camera_config(tmp / "agent", broker.port, frames=60).model_dump(
-            mode="json", exclude_none=True
-        )
-        config["source"].update({"on_end": "loop", "pace": "realtime", "fps": fps})
+        config = agent_config(kind, tmp / "agent", broker.port, seconds, fps, station_speed)
         config["api"] = {"enabled": True, "port": 0}
         config["limits"]["telemetry_interval_s"] = 5.0
         path = tmp / "agent" / "device.yaml"
@@ -123,8 +141,10 @@ def run(minutes: float, fps: float, interval_s: float | None = None) -> dict[str
         counts = store.counts()
         store.close()
     result: dict[str, Any] = {
+        "kind": kind,
         "minutes": minutes,
-        "fps": fps,
+        "fps": fps if kind == "camera" else None,
+        "station_speed": station_speed if kind == "station" else None,
         "warmup_s": warm_s,
         "samples": len(series["agent_rss_mib"]),
         "fleet_counts": counts,
@@ -141,9 +161,14 @@ def run(minutes: float, fps: float, interval_s: float | None = None) -> dict[str
 
 
 def print_result(result: dict[str, Any]) -> None:
+    rate = (
+        f"{result['fps']:g} fps"
+        if result["kind"] == "camera"
+        else f"station replay x{result['station_speed']:g}"
+    )
     print(
-        f"soak {result['minutes']:g} min at {result['fps']:g} fps, {result['samples']} samples, "
-        f"warm-up {result['warmup_s']:.0f} s; fleet stored {result['fleet_counts']}"
+        f"soak ({result['kind']}) {result['minutes']:g} min at {rate}, {result['samples']} "
+        f"samples, warm-up {result['warmup_s']:.0f} s; fleet stored {result['fleet_counts']}"
     )
     for name in ("agent", "fleet"):
         rss, fds = result[f"{name}_rss_mib"], result[f"{name}_fds"]
@@ -159,9 +184,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--fps", type=float, default=10.0)
+    parser.add_argument("--kind", choices=["camera", "station"], default="camera")
+    parser.add_argument("--station-speed", type=float, default=3600.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = run(args.minutes, args.fps)
+    result = run(args.minutes, args.fps, kind=args.kind, station_speed=args.station_speed)
     print_result(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

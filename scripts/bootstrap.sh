@@ -147,8 +147,13 @@ make_venv() {
     mkdir -p "$CACHE"
     "$PYTHON" -m venv "$venv.partial"
     "$venv.partial/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" >&2
-    local args=()
-    for lock in "$@"; do args+=(-r "$lock"); done
+    local args=() hashed=true
+    for lock in "$@"; do
+      args+=(-r "$lock")
+      grep -q -- '--hash=sha256:' "$lock" || hashed=false
+    done
+    # Hashed locks (the device's, the tools') are installed only with every file's hash checked.
+    if "$hashed"; then args+=(--require-hashes); fi
     "$venv.partial/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" 2>&1 \
       | grep -v 'is ignored: it is neither a file nor a directory' >&2
     rm -rf "$venv"
@@ -170,12 +175,27 @@ dev_venv() {
   echo "$venv"
 }
 
-# The device environment: edge-agent alone, installed as a wheel the way a device gets it.
+# The device environment: edge-agent[camera] alone, installed as a wheel the way a device gets
+# it; it runs both kinds of device (the tests run cameras in it).
 edge_venv() {
   local venv
-  venv="$(make_venv edge "$ROOT/edge-agent/requirements.lock")"
+  venv="$(make_venv edge "$ROOT/edge-agent/requirements.lock" "$ROOT/edge-agent/requirements-camera.lock")"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
     "$ROOT/edge-agent" >&2
   ln -sfn "$venv" "$ROOT/.venv-edge"
+  echo "$venv"
+}
+
+# uv and cyclonedx-bom: scripts/lock.sh and the device SBOM (scripts/sbom.sh).
+tools_venv() {
+  make_venv tools "$ROOT/requirements-tools.lock"
+}
+
+# A weather station's environment: edge-agent without the camera extra (no OpenCV).
+station_venv() {
+  local venv
+  venv="$(make_venv station "$ROOT/edge-agent/requirements.lock")"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
+    "$ROOT/edge-agent" >&2
   echo "$venv"
 }

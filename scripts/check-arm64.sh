@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The device side on aarch64: an arm64 Debian bookworm rootfs with the device venv from
-# edge-agent/requirements.lock, run under qemu-user (binfmt_misc) on an x86_64 host or natively on
-# an aarch64 one. Inside it: `edge-agent validate-config` on device-configs/, `edge-agent doctor`,
-# and `edge-agent run` of the real weather and camera models (fp32 and int8) on real inputs,
+# edge-agent/requirements.lock and requirements-camera.lock (a camera's install), run under
+# qemu-user (binfmt_misc) on an x86_64 host or natively on an aarch64 one. Inside it:
+# `edge-agent validate-config` on device-configs/, `edge-agent doctor`, and `edge-agent run`
+# of the real weather and camera models (fp32 and int8) on real inputs,
 # against a Mosquitto on the host's loopback; the predictions must match the x86 device venv's
 # (fp32 scores within 1e-4, labels equal). Called by scripts/test.sh before pytest.
 #
@@ -23,7 +24,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$ROOT"
 
-CHECK_VERSION=1 # part of the rootfs key: bump when the rootfs recipe below changes
+CHECK_VERSION=2 # part of the rootfs key: bump when the rootfs recipe below changes
 SUITE=bookworm
 DEVICE_VENV=/opt/edge # the device image's path (docker/device/Dockerfile)
 DEVICE_WORK=/tmp/arm64-check
@@ -32,7 +33,8 @@ DEVICE_WORK=/tmp/arm64-check
 # cortex-a76 (Pi 5), neoverse-n1, max (every feature qemu has, SVE/SME included).
 QEMU_CPU="${EDGE_MLOPS_ARM64_CPU:-cortex-a72}"
 RESULT_FILE="${EDGE_MLOPS_ARM64_RESULT:-$CACHE/arm64-check.json}"
-KEY="$(lock_hash "$ROOT/edge-agent/requirements.lock" <(echo "arm64 $SUITE v$CHECK_VERSION"))"
+KEY="$(lock_hash "$ROOT/edge-agent/requirements.lock" "$ROOT/edge-agent/requirements-camera.lock" \
+  <(echo "arm64 $SUITE v$CHECK_VERSION"))"
 ROOTFS="$CACHE/arm64-rootfs-$KEY"
 STARTED_NS="$(date +%s%N)"
 PHASES=()
@@ -307,10 +309,14 @@ else
   mount_rootfs "$ROOTFS.partial"
   configure_network "$ROOTFS.partial"
   cp "$ROOT/edge-agent/requirements.lock" "$ROOTFS.partial/tmp/requirements.lock"
-  # As docker/device/Dockerfile does it: a venv, then the lock.
+  cp "$ROOT/edge-agent/requirements-camera.lock" "$ROOTFS.partial/tmp/requirements-camera.lock"
+  # As docker/device/Dockerfile does it for a camera image: a venv, then the hashed locks (the
+  # check runs the camera model too, so the camera extra is in); every arm64 wheel's sha256 is
+  # checked against them.
   in_rootfs "$ROOTFS.partial" /usr/bin/python3 -m venv "$DEVICE_VENV"
-  in_rootfs "$ROOTFS.partial" "$DEVICE_VENV/bin/pip" install -q --no-cache-dir \
-    -r /tmp/requirements.lock >&2 || die "pip install -r edge-agent/requirements.lock failed in the arm64 rootfs"
+  in_rootfs "$ROOTFS.partial" "$DEVICE_VENV/bin/pip" install -q --no-cache-dir --require-hashes \
+    -r /tmp/requirements.lock -r /tmp/requirements-camera.lock >&2 \
+    || die "pip install --require-hashes -r edge-agent/requirements.lock -r requirements-camera.lock failed in the arm64 rootfs"
   unmount_under "$ROOTFS.partial"
   [ -z "$(mounts_under "$ROOTFS.partial")" ] || die "mounts left under $ROOTFS.partial"
   BUILD_S="$(seconds_since "$build_ns")"

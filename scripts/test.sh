@@ -15,7 +15,8 @@ ensure_stamps
 export EDGE_MLOPS_STAMPS="$CACHE/stamps"
 VENV="$(dev_venv)"
 EDGE_VENV="$(edge_venv)"
-export EDGE_VENV
+STATION_VENV="$(station_venv)"
+export EDGE_VENV STATION_VENV
 
 say "device environment: edge-agent alone must not pull cloud libraries"
 forbidden="$("$EDGE_VENV/bin/python" -m pip list --format=freeze 2>/dev/null \
@@ -24,6 +25,16 @@ if [ -n "$forbidden" ]; then
   die "edge-agent pulled cloud-only packages: $forbidden"
 fi
 "$EDGE_VENV/bin/edge-agent" --version >/dev/null
+say "station environment: edge-agent without the camera extra has no OpenCV"
+if "$STATION_VENV/bin/python" -m pip list --format=freeze 2>/dev/null | grep -iq '^opencv'; then
+  die "the station environment has OpenCV: it must come only with edge-agent[camera]"
+fi
+"$STATION_VENV/bin/edge-agent" --version >/dev/null
+# Both device environments came from hashed locks (pip --require-hashes); their SBOMs are
+# written with each build and checked against the locks by tests/integration/test_supply_chain.py.
+export EDGE_MLOPS_SBOM_DIR="$ROOT/build/sbom"
+"$ROOT/scripts/sbom.sh" "$EDGE_VENV" "$EDGE_MLOPS_SBOM_DIR/edge-agent-camera.cdx.json"
+"$ROOT/scripts/sbom.sh" "$STATION_VENV" "$EDGE_MLOPS_SBOM_DIR/edge-agent-station.cdx.json"
 
 say "ruff format --check"
 "$VENV/bin/ruff" format --check .
@@ -35,8 +46,8 @@ say "mypy"
 # The device side under arm64 emulation (cached rootfs: a few minutes; first build ~10 min).
 # A skip (no root, no binfmt_misc, EDGE_MLOPS_ARM64=skip) is reported, not failed; a failure
 # fails the run after pytest. tests/integration/test_arm64_check.py reads its result file.
-# Opt-in for now (EDGE_MLOPS_ARM64=run): the default run reports it as skipped.
-export EDGE_MLOPS_ARM64="${EDGE_MLOPS_ARM64:-skip}"
+# EDGE_MLOPS_ARM64=skip leaves it out (reported as skipped, with that reason).
+export EDGE_MLOPS_ARM64="${EDGE_MLOPS_ARM64:-run}"
 say "arm64 device check (scripts/check-arm64.sh, EDGE_MLOPS_ARM64=$EDGE_MLOPS_ARM64)"
 export EDGE_MLOPS_ARM64_RESULT="${EDGE_MLOPS_ARM64_RESULT:-$CACHE/arm64-check.json}"
 arm64_rc=0

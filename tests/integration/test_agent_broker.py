@@ -172,3 +172,51 @@ def test_broker_outage_no_loss_no_duplicate_order_kept(tmp_path: Path, private_b
     assert len(sent) == 300
     ids = {json.loads(p)["seq"]: json.loads(p)["input_id"] for _t, p in received}
     assert [ids[s] for s in unique] == [f"f{i}" for i in range(300)]  # order kept by seq
+
+
+def test_events_commit_at_once_predictions_in_a_batch_all_go_out_in_order(
+    tmp_path: Path, mosquitto: MosquittoBroker
+):
+    from edge_agent.protocol import CommandAck, PredictionMessage
+
+    config = camera_config(tmp_path, mosquitto.port, frames=2, outbox_commit_interval_s=0.05)
+    # Its own device id: the retained status it leaves must not meet other tests' cam-01.
+    agent = build_agent(config.model_copy(update={"device_id": "cam-02"}), with_source=False)
+
+    def prediction(i: int) -> PredictionMessage:
+        return PredictionMessage(
+            device_id="x",
+            ts=utc_now(),
+            seq=0,
+            model_name="catdog",
+            model_version=1,
+            label="cat",
+            confidence=0.9,
+            latency_ms=1.0,
+            input_id=f"f{i}",
+        )
+
+    queued = [agent.publish_event(prediction(i)) for i in range(3)]
+    predictions = [s for s in queued if s is not None]
+    assert len(predictions) == 3
+    assert agent.store.durable_seq < predictions[0]  # batched: not yet acknowledged
+    ack = CommandAck(device_id="x", ts=utc_now(), seq=0, cmd_id="c1", result="done")
+    event = agent.publish_event(ack)
+    assert event is not None and agent.store.durable_seq == event  # with all before it
+    late = agent.publish_event(prediction(3))  # committed by the publisher's loop
+    endpoint = BrokerEndpoint(mosquitto.host, mosquitto.port)
+    with Collector(endpoint, "mlops/park/cam-02/#") as collector:
+        agent.start(connect_timeout=10)
+        assert _wait(lambda: agent.store.depth == 0)
+        assert collector.wait_until(
+            lambda m: sum(1 for t, _p in m if not t.endswith("/status")) >= 5
+        )
+        messages = [(t, json.loads(p)) for t, p in collector.messages]
+    agent.stop()
+    sent = [(p["type"], p["seq"]) for t, p in messages if not t.endswith("/status")]
+    assert sent[:5] == [
+        *(("prediction", s) for s in predictions),
+        ("cmd_ack", event),
+        ("prediction", late),
+    ]
+    assert all(p["device_id"] == "cam-02" for _t, p in messages)

@@ -58,11 +58,21 @@ def test_device_image_is_multi_stage_from_the_edge_lock_without_cloud_libraries(
     text = (DOCKER / "device" / "Dockerfile").read_text()
     assert text.count("\nFROM ") >= 2 and "AS runtime" in text
     assert "edge-agent/requirements.lock" in text and "cloud-trainer" not in text
+    # OpenCV only in a camera image (the default); EDGE_AGENT_KIND=station leaves it out.
+    assert "ARG EDGE_AGENT_KIND=camera" in text
+    assert '[ "$EDGE_AGENT_KIND" = camera ]' in text
+    assert "set -- -r edge-agent/requirements-camera.lock;" in text
+    # Hashed locks, checked on install; the image carries the SBOM of what it installed.
+    installs = [line for line in text.splitlines() if "pip install" in line and " -r " in line]
+    assert installs and all("--require-hashes" in line for line in installs)
+    assert "cyclonedx-py environment" in text and "/opt/edge/sbom.cdx.json" in text
     lock = (REPO / "edge-agent" / "requirements.lock").read_text().lower()
     for forbidden in ("tensorflow", "keras", "mlflow", "pandas", "tf2onnx"):
         assert f"\n{forbidden}" not in lock
     ignore = (DOCKER / "device" / "Dockerfile.dockerignore").read_text().splitlines()
     assert ignore[1] == "*" and "!cloud-trainer/src/" not in ignore
+    assert "!edge-agent/requirements-camera.lock" in ignore
+    assert "!requirements-tools.lock" in ignore
 
 
 def test_compose_stack_services_have_health_checks_and_declared_volumes() -> None:

@@ -101,3 +101,29 @@ def test_image_statistics_on_one_call_in_stats_every(tmp_path: Path) -> None:
     assert not slot.predict(SAMPLE, with_stats=False)[0].input_stats
     every_call = ModelSlot(slot.current)
     assert all(every_call.predict(SAMPLE)[0].input_stats for _ in range(3))
+
+
+def test_swap_warms_an_engine_that_never_ran_before_switching(tmp_path: Path) -> None:
+    image_classifier(tmp_path / "a.onnx")
+    image_classifier(tmp_path / "b.onnx", bias=20.0)
+    old = InferenceEngine.load(tmp_path / "a.onnx")
+    new = InferenceEngine.load(tmp_path / "b.onnx")
+    slot = ModelSlot(old)
+    serving_while_warmed: list[InferenceEngine] = []
+    real_warm_up = new.warm_up
+
+    def warm_up() -> float:  # the real warm-up, noting which engine served meanwhile
+        serving_while_warmed.append(slot.current)
+        return real_warm_up()
+
+    new.warm_up = warm_up  # type: ignore[method-assign]
+    assert slot.swap(new) is old
+    assert serving_while_warmed == [old]  # warmed on this thread, before the switch
+    assert slot.predict(SAMPLE)[1] is new
+    # An engine that has served (or passed a smoke test) is not run again; nor on request.
+    slot.swap(old)
+    slot.swap(new)
+    fresh = InferenceEngine.load(tmp_path / "b.onnx")
+    fresh.warm_up = warm_up  # type: ignore[method-assign]
+    slot.swap(fresh, warm=False)
+    assert serving_while_warmed == [old]

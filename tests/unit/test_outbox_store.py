@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 from edge_agent.outbox import OutboxStore, Priority
+from edge_agent.outbox.store import COMMIT_ROWS
 
 
 def _fill(store: OutboxStore, priority: Priority, n: int, size: int = 200) -> list[int]:
@@ -73,3 +76,89 @@ def test_disk_full_evicts_by_policy_and_keeps_committed_rows_intact(tmp_path: Pa
     assert seqs == sorted(seqs) and seqs[-1] == events[-1]
     assert all(r.payload == b"x" * 1000 for r in rows)
     assert (tmp_path / "o.db").stat().st_size <= 96 * 1024
+
+
+def _on_disk(path: Path) -> list[int]:
+    """Seqs in the outbox file, read by another connection (what a crash would leave)."""
+    with sqlite3.connect(path) as db:
+        return [int(seq) for (seq,) in db.execute("SELECT seq FROM outbox ORDER BY seq")]
+
+
+def test_batched_appends_go_out_at_once_and_are_committed_in_one_batch(tmp_path: Path):
+    store = OutboxStore(tmp_path / "o.db", commit_interval_s=60.0)
+    first = store.durable_seq
+    appended = [
+        store.append("t", lambda s: b"p%d" % s, Priority.PREDICTION, wait=False) for _ in range(3)
+    ]
+    batched = [s for s in appended if s is not None]
+    assert len(batched) == 3
+    # Queued (counted, budgeted) and ready to send, but neither on disk nor acknowledged.
+    assert store.depth == 3 and store.durable_seq == first
+    assert [r.seq for r in store.fetch(first, 100)] == batched
+    assert _on_disk(tmp_path / "o.db") == []
+    due = store.commit_due()
+    assert due is not None and due > 0
+    # An append that waits commits everything queued before it, in one transaction.
+    event = store.append("t", lambda s: b"e%d" % s, Priority.EVENT)
+    assert event is not None and store.durable_seq == event
+    assert _on_disk(tmp_path / "o.db") == [*batched, event]
+    rows = store.fetch(first, 100)
+    assert [r.payload for r in rows] == [b"p%d" % s for s in batched] + [b"e%d" % event]
+    assert store.commit_due() is None
+
+
+def test_rows_the_broker_acknowledged_before_their_commit_are_never_written(tmp_path: Path):
+    store = OutboxStore(tmp_path / "o.db", commit_interval_s=60.0)
+    wal = tmp_path / "o.db-wal"
+    seq = store.append("t", lambda s: b"x", Priority.PREDICTION, wait=False)
+    assert seq is not None and store.ack([seq]) == 1  # the first one reserves seqs on disk
+    size = wal.stat().st_size
+    for _ in range(50):
+        seq = store.append("t", lambda s: b"x" * 400, Priority.PREDICTION, wait=False)
+        assert seq is not None and store.ack([seq]) == 1
+        assert store.durable_seq == seq  # acknowledged by the broker: safe
+    assert store.depth == 0 and store.commit_due() is None
+    assert wal.stat().st_size == size and _on_disk(tmp_path / "o.db") == []
+    store.close()
+    # After a restart the outbox counts on above every seq it handed out before a commit.
+    assert OutboxStore(tmp_path / "o.db").next_seq > seq
+
+
+def test_a_full_batch_or_the_interval_commits(tmp_path: Path):
+    store = OutboxStore(tmp_path / "o.db", commit_interval_s=60.0)
+    seqs = [
+        store.append("t", lambda s: b"x", Priority.TELEMETRY, wait=False)
+        for _ in range(COMMIT_ROWS)
+    ]
+    assert store.durable_seq == seqs[-1]  # the 64th row committed the batch
+    assert _on_disk(tmp_path / "o.db") == seqs
+    short = OutboxStore(tmp_path / "short.db", commit_interval_s=0.01)
+    seq = short.append("t", lambda s: b"x", Priority.PREDICTION, wait=False)
+    assert seq is not None and short.durable_seq < seq
+    deadline = time.monotonic() + 2
+    while (short.commit_due() or 0) > 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert short.commit_due() == 0
+    short.commit()  # what the publisher's loop does when commit_due() says 0
+    assert short.durable_seq == seq and _on_disk(tmp_path / "short.db") == [seq]
+
+
+def test_close_commits_what_waits_and_an_interval_of_0_commits_each_append(tmp_path: Path):
+    store = OutboxStore(tmp_path / "o.db", commit_interval_s=60.0)
+    seqs = [store.append("t", lambda s: b"x", Priority.PREDICTION, wait=False) for _ in range(5)]
+    store.close()
+    reopened = OutboxStore(tmp_path / "o.db")
+    assert [r.seq for r in reopened.fetch(-1, 100)] == seqs
+    seq = reopened.append("t", lambda s: b"y", Priority.PREDICTION, wait=False)
+    assert reopened.durable_seq == seq  # commit_interval_s=0 (the store's default)
+
+
+def test_budget_eviction_reaches_rows_still_waiting_for_their_commit(tmp_path: Path):
+    store = OutboxStore(tmp_path / "o.db", budget_bytes=100_000, commit_interval_s=60.0)
+    old = [
+        store.append("t", lambda s: b"x" * 200, Priority.TELEMETRY, wait=False) for _ in range(30)
+    ]
+    _fill(store, Priority.PREDICTION, 400)  # over budget: the oldest telemetry goes first
+    kept = {row.seq for row in store.fetch(-1, 10_000)}
+    assert old[0] not in kept and store.dropped()["telemetry"] > 0
+    assert store.size_bytes <= 100_000

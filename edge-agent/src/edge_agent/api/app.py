@@ -9,7 +9,6 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
-import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 
 from edge_agent import __version__
 from edge_agent.api.metrics import render_metrics
+from edge_agent.config.extras import ExtraMissing, require_opencv
 from edge_agent.features.image_header import (
     ImageHeaderError,
     ImageTooLarge,
@@ -73,6 +73,12 @@ def _decode_image(body: bytes, max_pixels: int) -> np.ndarray[Any, np.dtype[np.u
         raise HTTPException(413, f"{e}: send a smaller image") from e
     except ImageHeaderError as e:
         raise HTTPException(400, f"body is not a decodable image ({_FORMAT_NAMES}): {e}") from e
+    try:
+        require_opencv("decoding an image")
+    except ExtraMissing as e:
+        raise HTTPException(415, f"{e}; or send a JSON feature row") from e
+    import cv2  # only here: a weather station's API never loads OpenCV
+
     try:
         frame = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as e:  # OpenCV's own limits (OPENCV_IO_MAX_IMAGE_PIXELS) refuse it

@@ -1,4 +1,4 @@
-"""``edge-agent validate-config [--check-files] FILE...``: 0 when all are valid, 2 if any not."""
+"""``edge-agent validate-config [--check-files] FILE...``: 0 valid, 2 invalid, 1 cannot run here."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edge_agent.config.extras import missing_extras
 from edge_agent.config.loader import ConfigError, load_config
 from edge_agent.config.reference import config_reference
 
@@ -34,7 +35,8 @@ def print_reference(args: argparse.Namespace) -> int:
 
 
 def validate_config(args: argparse.Namespace) -> int:
-    bad = 0
+    """2 when a file is invalid; 1 when, with --check-files, this install cannot run one."""
+    bad = unrunnable = 0
     files = (
         "files checked"
         if args.check_files
@@ -50,4 +52,10 @@ def validate_config(args: argparse.Namespace) -> int:
             continue
         who = f"{config.kind.value} {config.site}/{config.device_id}"
         print(f"{path}: ok ({who}); {files}")  # noqa: T201 - CLI output
-    return 2 if bad else 0
+        # On the device (--check-files) a missing extra fails; elsewhere it is only said.
+        missing = missing_extras(config)
+        if missing and args.check_files:
+            unrunnable += 1
+        for line in missing:
+            print(f"{path}: {'' if args.check_files else 'note: '}{line}")  # noqa: T201
+    return 2 if bad else 1 if unrunnable else 0

@@ -182,7 +182,19 @@ class LimitsConfig(ConfigModel):
         default="NORMAL",
         title="Outbox sync",
         description="SQLite synchronous mode: NORMAL survives a crash of the agent, FULL also "
-        "the last messages before a power cut, at an fsync per message.",
+        "the last messages before a power cut, at an fsync per commit.",
+    )
+    outbox_commit_interval_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=10,
+        title="Outbox commit interval (s)",
+        description="Predictions and telemetry are sent at once; what the broker has not "
+        "acknowledged this long after the first of a batch (or once 256 wait) is committed "
+        "to the outbox in one transaction, and what it acknowledged is never written. A crash "
+        "of the agent loses at most this interval of unacknowledged ones. Events (drift "
+        "alerts, update events, command acks) are committed before they are sent, as every "
+        "message is with 0.",
     )
     replay_rate: float = Field(
         default=0.0,

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge_agent.drift.config import CaptureConfig
@@ -172,6 +171,8 @@ class CaptureStore:
     ) -> CapturedSample:
         jpeg: bytes | None = None
         if sample.frame is not None:
+            import cv2  # a frame comes from a camera, which has OpenCV; a station never gets here
+
             ok, buf = cv2.imencode(
                 ".jpg", sample.frame, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality]
             )

@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from edge_agent.features.image import image_statistics, prepare_image
+from edge_agent.config.extras import ExtraMissing, require_opencv
 from edge_agent.inference.errors import InputError, ModelLoadError, OutputError
 from edge_agent.inference.graph_check import check_graph_against_spec
 from edge_agent.inference.latency import LatencyStats
@@ -91,6 +92,17 @@ class InferenceEngine:
         if isinstance(pre, TabularPreprocessing) and not pre.normalised_in_graph:
             self._mean = np.asarray(pre.mean, dtype=np.float64)
             self._std = np.asarray(pre.std, dtype=np.float64)
+        self._prepare_image: (
+            Callable[[npt.NDArray[np.uint8], ImagePreprocessing], npt.NDArray[np.float32]] | None
+        ) = None
+        self._image_statistics: Callable[[npt.NDArray[np.uint8]], dict[str, float]] | None = None
+        if isinstance(pre, ImagePreprocessing):
+            # OpenCV is imported for image models only: a weather station never loads it.
+            require_opencv(f"image model {spec.name}")
+            from edge_agent.features.image import image_statistics, prepare_image
+
+            self._prepare_image = prepare_image
+            self._image_statistics = image_statistics
 
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> InferenceEngine:
@@ -114,6 +126,14 @@ class InferenceEngine:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Chosen by measurement (docs/results.md, "Agent memory"; bench_ort_options): without
+        # the CPU arena an EfficientNet-Lite0 session holds 30-45 MiB more after its first
+        # runs (freed activations stay in the heap) and is no faster; the memory pattern's
+        # effect is within the run-to-run noise (a few MiB, 2 % latency); a lower
+        # optimisation level saves 18 MiB but triples latency. The rain model's 18 MiB
+        # (onnxruntime's code, mostly) move with none of these.
+        options.enable_cpu_mem_arena = True
+        options.enable_mem_pattern = True
         options.log_severity_level = 3
         try:
             session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
@@ -127,7 +147,10 @@ class InferenceEngine:
         problems = check_graph_against_spec(session, spec)
         if problems:
             raise ModelLoadError(path, "graph does not match its spec: " + "; ".join(problems))
-        engine = cls(session, spec, path, hashlib.sha256(blob).hexdigest())
+        try:
+            engine = cls(session, spec, path, hashlib.sha256(blob).hexdigest())
+        except ExtraMissing as e:
+            raise ModelLoadError(path, str(e)) from e
         engine.threads = threads
         log.info(
             "loaded model %s from %s (sha256 %s, %d thread(s))",
@@ -184,6 +207,7 @@ class InferenceEngine:
     ) -> tuple[npt.NDArray[Any], dict[str, float] | Future[dict[str, float]]]:
         pre = self.spec.preprocessing
         if isinstance(pre, ImagePreprocessing):
+            assert self._prepare_image is not None and self._image_statistics is not None
             if sample.frame is None:
                 raise InputError(f"sample {sample.input_id} has no frame for image model")
             frame = sample.frame
@@ -196,8 +220,8 @@ class InferenceEngine:
             # onnxruntime release the GIL, so on a multi-core box they run alongside.
             stats: dict[str, float] | Future[dict[str, float]] = {}
             if with_stats:
-                stats = _statistics_pool().submit(image_statistics, frame)
-            x = prepare_image(frame, pre)
+                stats = _statistics_pool().submit(self._image_statistics, frame)
+            x = self._prepare_image(frame, pre)
             return x.astype(self._input_dtype, copy=False), stats
         return self._prepare_row(sample, pre)
 

@@ -51,8 +51,20 @@ class ModelSlot:
                     del self._in_flight[id(engine)]
                     self._lock.notify_all()
 
-    def swap(self, new: InferenceEngine) -> InferenceEngine:
-        """Make ``new`` serve every call from now on; return the engine it replaced."""
+    def swap(self, new: InferenceEngine, *, warm: bool = True) -> InferenceEngine:
+        """Make ``new`` serve every call from now on; return the engine it replaced.
+
+        An engine that has never run is first run once on an example input, here on the
+        caller's thread and before the switch: onnxruntime allocates on a session's first
+        run, and that must not land on the first frame the new model serves.
+        """
+        if warm and new is not self._engine and new.latency.count == 0:
+            try:
+                warm_ms = new.warm_up()
+            except Exception:  # onnxruntime's errors share no base class; swap anyway
+                log.warning("model slot: warming %r failed; switching cold", new, exc_info=True)
+            else:
+                log.debug("model slot: warmed %r in %.1f ms before the switch", new, warm_ms)
         with self._lock:
             old, self._engine = self._engine, new
         log.info("model slot: %r replaced by %r", old, new)

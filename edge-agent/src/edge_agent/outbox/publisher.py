@@ -39,6 +39,10 @@ class OutboxPublisher:
     fresh prediction by at most one window, never by the whole backlog. Both lanes go out
     in seq order; receivers order and de-duplicate by ``(device_id, seq)``.
 
+    Rows appended with ``wait=False`` go out before they are committed; the loop commits
+    the store's batch of them when ``commit_due`` says so (what the broker acknowledged
+    by then is never written) and never sleeps past that moment.
+
     Rows leave the outbox only when the broker acknowledged them (PUBACK). Messages in
     flight when the link drops stay in paho's queue and are re-sent on reconnection;
     one paho refused is re-sent from the outbox. A crash re-sends at most one window:
@@ -59,6 +63,7 @@ class OutboxPublisher:
         window: int = 100,
         replay_rate: float = 0.0,
         ack_batch: int = 64,
+        ack_delay_s: float = 0.05,
         resend_window_s: float = 30.0,
         resend_max_bytes: int = 4 * 1024 * 1024,
     ) -> None:
@@ -67,12 +72,14 @@ class OutboxPublisher:
         self.window = window
         self.replay_rate = replay_rate  # messages/s for the backlog; 0 = as the window allows
         self.ack_batch = ack_batch
+        self.ack_delay_s = ack_delay_s
         self.stats = PublisherStats()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: deque[tuple[int, PublishResult, OutboxRow]] = deque()
         self._inflight_seqs: set[int] = set()
         self._acked: list[int] = []
+        self._acked_since = 0.0  # when the oldest acknowledgement in _acked arrived
         self._retry: list[OutboxRow] = []
         self.resend_window_s = resend_window_s
         self.resend_max_bytes = resend_max_bytes
@@ -133,35 +140,51 @@ class OutboxPublisher:
 
     def run(self) -> None:
         while not self._stop.is_set():
+            due = self._commit_due()
             if not self.link.connected.is_set():
                 self._connected_before = False
                 self._collect_acks()
                 self._flush_acks()
-                self.link.connected.wait(0.2)
+                # Rows queued meanwhile wait here for their commit: look again that often.
+                self.link.connected.wait(min(0.2, due, self.store.commit_interval_s or 0.2))
                 continue
             if not self._connected_before:
                 self._on_connected()
             self._wake.clear()
             self._collect_acks()
             sent = self._fill_window()
-            if len(self._acked) >= self.ack_batch or (not sent and self._acked):
+            if self._acks_due(sent):
                 self._flush_acks()
             if sent:
                 continue
             if len(self._inflight) >= self.window:
                 # Window full: wait for the oldest ack (acks return in publish order).
-                self._inflight[0][1].wait(0.05)
+                self._inflight[0][1].wait(min(0.05, due))
             elif self._inflight:
-                self._wake.wait(0.002)
+                self._wake.wait(min(0.002, due))
             else:
-                self._wake.wait(0.2)
+                self._wake.wait(min(0.2, due))
         self._collect_acks()
+
+    def _commit_due(self) -> float:
+        """Commit the store's pending batch if it is due; seconds the loop may sleep."""
+        due = self.store.commit_due()
+        if due is None:
+            return float("inf")
+        if due <= 0:
+            # Acknowledgements first: a row the broker has is forgotten, never written.
+            self._collect_acks()
+            self._flush_acks()
+            self.store.commit()
+            return float("inf")
+        return due
 
     def _on_connected(self) -> None:
         """After (re)connecting: what queued up meanwhile becomes backlog, and what the
         broker acknowledged within the resend window goes out again."""
         self._connected_before = True
         self._resend_recent()
+        self.store.commit()  # the backlog is read back from the database
         top = self.store.last_seq
         if top > self._live_cursor:
             if not self._backlog_open:
@@ -172,6 +195,7 @@ class OutboxPublisher:
             log.info("replaying outbox backlog up to seq %s", self._backlog_end)
 
     def _collect_acks(self) -> None:
+        first = len(self._acked)
         while self._inflight:
             seq, result, row = self._inflight[0]
             state = _acked(result)
@@ -182,9 +206,14 @@ class OutboxPublisher:
             if state is None:
                 self._retry.append(row)
                 continue
+            if not self._acked:
+                self._acked_since = time.monotonic()
             self._acked.append(seq)
             self.stats.acked += 1
             self._remember(row)
+        if len(self._acked) > first:
+            # Rows never committed are forgotten at once (no write); deletes are batched.
+            self._acked[first:] = self.store.forget_acked(self._acked[first:])
 
     def _remember(self, row: OutboxRow) -> None:
         if self.resend_window_s <= 0:
@@ -207,6 +236,16 @@ class OutboxPublisher:
         if rows:
             self._resend.extend(rows)
             log.info("re-sending %s messages the broker acknowledged before the drop", len(rows))
+
+    def _acks_due(self, sent: int) -> bool:
+        """Whether to delete the acknowledged rows now: each delete is a commit the
+        producers' appends wait behind, so it waits for ``ack_batch`` rows, for
+        ``ack_delay_s``, or for a pause in publishing."""
+        if not self._acked:
+            return False
+        if len(self._acked) >= self.ack_batch or not (sent or self._inflight):
+            return True
+        return time.monotonic() - self._acked_since >= self.ack_delay_s
 
     def _flush_acks(self) -> None:
         if self._acked:

@@ -17,7 +17,7 @@ from edge_agent import __version__
 from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink, Will
 from edge_agent.config.device import DeviceConfig
 from edge_agent.inference import InferenceEngine, InputError, ModelSlot, OutputError, Prediction
-from edge_agent.outbox import OutboxPublisher, OutboxStore, priority_of
+from edge_agent.outbox import OutboxPublisher, OutboxStore, Priority, priority_of
 from edge_agent.protocol import (
     Channel,
     Command,
@@ -30,6 +30,7 @@ from edge_agent.protocol import (
     TelemetryMessage,
     TopicTree,
     VisitCounters,
+    canonical_json,
     encode,
     safe_decode,
     utc_now,
@@ -133,6 +134,7 @@ class EdgeAgent:
     ) -> None:
         self.config = config
         self.tree = TopicTree(config.broker.topic_root)
+        self._topics: dict[Channel, str] = {}
         stats_every = config.drift.image_stats_every if config.drift is not None else 1
         self.slot = ModelSlot(engine, stats_every=stats_every)
         self.source = source
@@ -141,6 +143,7 @@ class EdgeAgent:
             config.limits.outbox_path,
             budget_bytes=config.limits.outbox_budget_bytes,
             synchronous=config.limits.outbox_sync,
+            commit_interval_s=config.limits.outbox_commit_interval_s,
         )
         self.host = HostSampler(config.limits.outbox_path.parent)
         self.router = CommandRouter(
@@ -288,16 +291,27 @@ class EdgeAgent:
     # -- publishing -----------------------------------------------------------------------
 
     def _topic(self, channel: Channel) -> str:
-        return self.tree.device(self.config.site, self.config.device_id, channel)
+        topic = self._topics.get(channel)
+        if topic is None:
+            topic = self.tree.device(self.config.site, self.config.device_id, channel)
+            self._topics[channel] = topic
+        return topic
 
     def _queue(self, message: MessageBase, channel: Channel) -> int | None:
-        fixed = {"device_id": self.config.device_id}
+        # The wire form of encode(message with device id and seq), serialised once here so
+        # the outbox's lock is held only to stamp the seq.
+        fields = message.model_dump(mode="json", exclude_none=True)
+        fields["device_id"] = self.config.device_id
 
         def payload(seq: int) -> bytes:
-            return encode(message.model_copy(update={**fixed, "seq": seq}))
+            fields["seq"] = seq
+            return canonical_json(fields)
 
+        priority = priority_of(str(getattr(message, "type", "")))
+        # Events (alerts, update events, command acks) are committed before this returns;
+        # predictions and telemetry join the next batch commit (limits.outbox_commit_interval_s).
         seq = self.store.append(
-            self._topic(channel), payload, priority_of(str(getattr(message, "type", "")))
+            self._topic(channel), payload, priority, wait=priority >= Priority.EVENT
         )
         self.publisher.notify()
         return seq

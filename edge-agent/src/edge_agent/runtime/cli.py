@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.comms.mqtt import LinkError
 from edge_agent.config.device import DeviceConfig, SecretError
+from edge_agent.config.extras import ExtraMissing, opencv_user, require_opencv
 from edge_agent.config.loader import ConfigError, load_config
 from edge_agent.drift.service import DriftService
 from edge_agent.health.service import SensorHealthService
@@ -25,7 +26,6 @@ from edge_agent.sources import SourceError, open_source
 from edge_agent.updater.agent_link import DeferredSink, attach, build_updater
 from edge_agent.updater.errors import UpdateError
 from edge_agent.updater.service import ModelUpdater
-from edge_agent.visits.service import VisitService
 
 if TYPE_CHECKING:
     from edge_agent.api import ApiServer
@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     updater: tuple[ModelUpdater, DeferredSink] | None = None
     drift: DriftService | None = None
     try:
+        if (user := opencv_user(config)) is not None:
+            require_opencv(user)  # a camera without edge-agent[camera] stops here, in one line
         engine, updater = _serving_engine(config)
         if config.model.warm_up:
             engine.warm_up()
@@ -135,11 +137,14 @@ def run(args: argparse.Namespace) -> int:
             drift = DriftService(agent, config.drift, config.limits.outbox_path.parent).attach()
             drift.start_uploads()
         if config.kind is DeviceKind.CAMERA and config.visits.enabled:
+            from edge_agent.visits.service import VisitService  # OpenCV: cameras only
+
             capture = drift.capture if drift is not None else None
             data_dir = config.limits.outbox_path.parent
             VisitService(agent, config.visits, data_dir, capture).attach()
     except (
         StartupError,
+        ExtraMissing,
         ModelLoadError,
         UpdateError,
         SourceError,

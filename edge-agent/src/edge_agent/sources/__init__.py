@@ -1,16 +1,16 @@
 """Input sources: camera frames and weather-station readings, validated, as model samples."""
 
+# The camera's capture (sources.camera, OpenCV) is not imported here: open_source does it.
+
 from edge_agent.sources.base import SourceConfig, open_source
-from edge_agent.sources.camera import CameraSource, CameraSourceConfig
+from edge_agent.sources.camera_config import CameraSourceConfig, MotionGateConfig
 from edge_agent.sources.csv_replay import CsvReplaySource, CsvReplaySourceConfig
 from edge_agent.sources.events import StreamEvent
-from edge_agent.sources.motion import MotionGateConfig
 from edge_agent.sources.mqtt_sensor import MqttSensorSource, MqttSensorSourceConfig
 from edge_agent.sources.sample import Sample, Source, SourceClosed, SourceError
 from edge_agent.sources.serial_line import SerialSource, SerialSourceConfig
 
 __all__ = [
-    "CameraSource",
     "CameraSourceConfig",
     "CsvReplaySource",
     "CsvReplaySourceConfig",

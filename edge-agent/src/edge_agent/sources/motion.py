@@ -5,48 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
 
-from edge_agent.config.base import ConfigModel
+from edge_agent.sources.camera_config import MotionGateConfig
 
-
-class MotionGateConfig(ConfigModel):
-    """A frame passes when enough pixels changed since the last frame that passed."""
-
-    enabled: bool = Field(
-        default=False,
-        title="Enabled",
-        description="Skip frames of a still scene (counted as motion_skipped).",
-    )
-    pixel_delta: int = Field(
-        default=20,
-        ge=1,
-        le=255,
-        title="Pixel delta",
-        description="Grey-level change (0-255) for a pixel to count as changed.",
-    )
-    min_changed_fraction: float = Field(
-        default=0.01,
-        gt=0,
-        le=1,
-        title="Minimum changed fraction",
-        description="Share of changed pixels that counts as motion.",
-    )
-    max_still_s: float | None = Field(
-        default=60.0,
-        gt=0,
-        title="Maximum still time",
-        description="Let one frame through after this many seconds without motion, so a "
-        "still scene is still watched (and drift still sees it); null never does.",
-    )
-    width: int = Field(
-        default=64,
-        ge=8,
-        le=640,
-        title="Comparison width",
-        description="Width in pixels of the grey copy compared; smaller is cheaper and "
-        "ignores sensor noise better.",
-    )
+__all__ = ["MotionGate", "MotionGateConfig"]
 
 
 class MotionGate:
