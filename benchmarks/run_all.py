@@ -38,7 +38,7 @@ BENCHES: dict[str, tuple[str, list[str] | None, list[str] | None]] = {
     ),
     "agent": (
         "bench_agent",
-        ["--messages", "2000", "--outage-s", "5"],
+        ["--messages", "2000", "--outage-s", "5", "--rounds", "3"],
         ["--messages", "5000", "--outage-s", "20"],
     ),
     "update": ("bench_update", ["--rounds", "3"], ["--rounds", "7"]),
