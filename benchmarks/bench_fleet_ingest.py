@@ -1,7 +1,10 @@
 """Fleet ingestion throughput: messages/s from a real Mosquitto into the store, against a raw
 subscriber that only counts what arrives, measured in the same run on the same broker.
 
-    .venv/bin/python -m benchmarks.bench_fleet_ingest [--messages 20000] [--postgres URL]
+    .venv/bin/python -m benchmarks.bench_fleet_ingest [--messages 20000] [--postgres URL|private]
+
+``--postgres private`` starts a throwaway PostgreSQL (cloud_trainer.stack.postgres) with its
+default, durable settings (fsync and synchronous_commit on).
 
 The raw baseline is the ceiling the broker and paho allow on this machine; the ratio says
 what decoding, validation, de-duplication and batched SQL writes cost on top. One and two
@@ -11,6 +14,7 @@ service instances (one shared subscription group) are measured.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import threading
@@ -23,6 +27,7 @@ from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.sim import CHANNEL_OF, SimulatedDevice
 from cloud_trainer.fleet.store import FleetStore, StoreError, sqlite_url
 from cloud_trainer.stack.mosquitto import MosquittoBroker
+from cloud_trainer.stack.postgres import PostgresServer
 from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink
 from edge_agent.protocol import DeviceKind, TopicTree, encode
 
@@ -111,10 +116,18 @@ def fleet_rate(endpoint: BrokerEndpoint, url: str, count: int, instances: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--postgres", help="postgresql://… of an empty database to also measure")
+    parser.add_argument(
+        "--postgres",
+        help="postgresql://… of an empty database to also measure, or 'private' for a "
+        "throwaway local server",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, MosquittoBroker(workdir=Path(tmp) / "mq") as mq:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        mq = stack.enter_context(MosquittoBroker(workdir=Path(tmp) / "mq"))
+        if args.postgres == "private":
+            args.postgres = stack.enter_context(PostgresServer()).url
         endpoint = BrokerEndpoint(mq.host, mq.port)
         n = args.messages
         raw = raw_baseline(endpoint, n)

@@ -35,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from cloud_trainer.fleet.service import FleetService
 from cloud_trainer.fleet.settings import FleetSettings
@@ -82,6 +83,7 @@ def targets(tmp: Path, broker: MosquittoBroker) -> Iterator[dict[str, str]]:
         broker_port=broker.port,
         http_port=0,
         root="httpload",
+        viewer_tokens={"bench": SecretStr(FLEET_TOKEN)},  # reads need a token, a viewer's
     )
     fleet = FleetService(settings).start()
     sims = [SimulatedDevice(f"cam-{i:03d}", f"site-{i % 4}", DeviceKind.CAMERA) for i in range(200)]
@@ -96,6 +98,9 @@ def targets(tmp: Path, broker: MosquittoBroker) -> Iterator[dict[str, str]]:
         bare_server.stop()
 
 
+FLEET_TOKEN = "bench-viewer-token-0123456789"  # a throwaway fleet on loopback
+
+
 def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -106,7 +111,13 @@ def answers(url: str) -> bool:
 
 def locust(target: str, url: str, users: int, seconds: float, body: Path, tmp: Path) -> dict:
     out = tmp / f"locust-{target}-{users}.json"
-    env = {**os.environ, "BENCH_TARGET": target, "BENCH_BODY": str(body), "BENCH_OUT": str(out)}
+    env = {
+        **os.environ,
+        "BENCH_TARGET": target,
+        "BENCH_BODY": str(body),
+        "BENCH_OUT": str(out),
+        "BENCH_FLEET_TOKEN": FLEET_TOKEN,
+    }
     command = [
         sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locust_targets.py"),
         "--headless", "--only-summary", "--loglevel", "ERROR", "-u", str(users),

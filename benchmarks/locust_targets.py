@@ -19,6 +19,8 @@ TARGET = os.environ.get("BENCH_TARGET", "bare")
 BODY: Any = Path(os.environ["BENCH_BODY"]).read_bytes() if os.environ.get("BENCH_BODY") else b""
 TIMES: dict[int, list[float]] = {}
 ERRORS: Counter[str] = Counter()
+# The fleet's reads need a token; the bench gives its throwaway fleet a viewer token.
+FLEET_AUTH = {"Authorization": f"Bearer {os.environ.get('BENCH_FLEET_TOKEN', '')}"}
 
 
 def on_request(response_time: float, response: Any = None, exception: Any = None, **_: Any) -> None:
@@ -51,7 +53,9 @@ class TargetUser(FastHttpUser):
             ) as response:
                 response.success()
         elif TARGET == "fleet":
-            with self.client.get("/api/devices", catch_response=True) as response:
+            with self.client.get(
+                "/api/devices", headers=FLEET_AUTH, catch_response=True
+            ) as response:
                 response.success()
         else:
             with self.client.get("/ping", catch_response=True) as response:

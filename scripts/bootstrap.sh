@@ -85,6 +85,44 @@ ensure_stamps() {
   rm -rf "$dest" && mv "$dest.partial" "$dest" && rm -rf "$tmp"
 }
 
+apt_install_no_start() {
+  # Installs packages without recommends and without starting their services: a policy-rc.d
+  # answering 101 keeps the packages' scripts from starting them; one that is there already
+  # (Debian's container images ship one) is left as it is.
+  local policy=/usr/sbin/policy-rc.d placed="" apt_conf rc=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && placed=1
+  fi
+  apt_conf="$(mktemp)"
+  echo 'APT::Install-Recommends "false";' >"$apt_conf"
+  (APT_CONFIG="$apt_conf" apt_install "$@") || rc=$?
+  rm -f "$apt_conf"
+  if [ -n "$placed" ]; then rm -f "$policy"; fi
+  return "$rc"
+}
+
+ensure_nats() {
+  # nats-server (Debian, 2.9+: JetStream and an MQTT listener) runs the clustered broker tier's
+  # tests and benchmark as a private 3-node cluster on loopback ports.
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    say "nats-server is missing: the broker cluster tests will be skipped (sudo apt-get install nats-server)"
+    return 0
+  fi
+  apt_install_no_start nats-server || die "could not install nats-server"
+}
+
+ensure_postgres() {
+  # PostgreSQL's server binaries (initdb, pg_ctl) run the fleet store's tests on a private
+  # instance in a temporary folder; the package's own cluster service is left as it is.
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    say "PostgreSQL is missing: the PostgreSQL store tests will be skipped (sudo apt-get install postgresql)"
+    return 0
+  fi
+  apt_install_no_start postgresql || die "could not install PostgreSQL (apt-get install postgresql)"
+}
+
 ensure_chromium() {
   # Debian's chromium drives the dashboard's browser tests (Playwright, never its own download).
   [ -x /usr/bin/chromium ] && return 0
@@ -104,18 +142,7 @@ ensure_promtool() {
     return 0
   fi
   # Only the tool is wanted: no exporters (recommends), and no Prometheus server left on :9090.
-  # A policy-rc.d answering 101 keeps the package's scripts from starting the service; one that
-  # is there already (Debian's container images ship one) is left as it is.
-  local policy=/usr/sbin/policy-rc.d placed="" apt_conf rc=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && placed=1
-  fi
-  apt_conf="$(mktemp)"
-  echo 'APT::Install-Recommends "false";' >"$apt_conf"
-  (APT_CONFIG="$apt_conf" apt_install prometheus) || rc=$?
-  rm -f "$apt_conf"
-  if [ -n "$placed" ]; then rm -f "$policy"; fi
-  [ "$rc" -eq 0 ] || die "could not install promtool (apt-get install prometheus)"
+  apt_install_no_start prometheus || die "could not install promtool (apt-get install prometheus)"
   # Where the service started anyway (systemd ignoring policy-rc.d), stop it and keep it off:
   # promtool came with the package just now, so any Prometheus running from it is the package's.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything (pinned venvs, Mosquitto, GStreamer's RTSP server, Chromium, promtool,
+# nats-server, PostgreSQL,
 # the camera model's cut-out stamps)
 # and runs format check, lint, types and all tests.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k protocol -x
@@ -11,6 +12,8 @@ ensure_mosquitto
 ensure_rtsp
 ensure_chromium
 ensure_promtool
+ensure_nats
+ensure_postgres
 ensure_stamps
 export EDGE_MLOPS_STAMPS="$CACHE/stamps"
 VENV="$(dev_venv)"

@@ -28,6 +28,25 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBro
     broker.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """An admin URL of a PostgreSQL for tests: EDGE_MLOPS_TEST_POSTGRES when set, else a
+    private server of this session's own (skipped, saying why, where none can run)."""
+    external = os.environ.get("EDGE_MLOPS_TEST_POSTGRES")
+    if external:
+        yield external
+        return
+    from cloud_trainer.stack.postgres import PostgresServer, PostgresUnavailable
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresUnavailable as e:
+        pytest.skip(f"no private PostgreSQL: {e}")
+    yield server.url
+    server.close()
+
+
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A broker of the test's own, for tests that stop, kill or reconfigure it."""

@@ -29,6 +29,8 @@ from tests.support.samples import sample_manifest
 
 TOKEN = "operator-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+VIEWER_TOKEN = "viewer-token-0123456789ab"
+VIEWER_AUTH = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
 HISTORY_POINTS = 24
 
 
@@ -141,6 +143,7 @@ def start_dashboard_fleet(
         root=root,
         http_port=0,
         api_tokens=parse_tokens(f"operator={TOKEN}"),
+        viewer_tokens=parse_tokens(f"wallboard={VIEWER_TOKEN}"),
         samples_dir=workdir / "samples",
         release_signing_key=private if signing else None,
         release_public_keys=[public],

@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
 TOKEN = "operator-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Frames = list[tuple[Sample, Prediction]]
 
 
@@ -257,7 +258,7 @@ def test_a_random_capture_reaches_the_fleet_with_its_reason(
     kept = store.consider(sample, prediction, [], "catdog-int8", 2)
     assert kept is not None and kept.stem.endswith("-random")
     assert SampleUploader(store, "cam-07", token=TOKEN).upload_pending() == 1
-    with httpx.Client(base_url=fleet.base_url, timeout=10) as http:
+    with httpx.Client(base_url=fleet.base_url, headers=AUTH, timeout=10) as http:
         (row,) = http.get("/api/samples", params={"device": "cam-07"}).json()["samples"]
     assert row["reason"] == "random" and row["model_name"] == "catdog-int8"
     assert row["content_type"] == "image/jpeg"

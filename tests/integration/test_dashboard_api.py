@@ -17,6 +17,7 @@ from edge_agent.comms.mqtt import MqttLink
 from edge_agent.protocol import TopicTree, decode_manifest, load_public_key, verify_manifest
 from tests.integration.dashboard_fixtures import (
     AUTH,
+    VIEWER_AUTH,
     DashboardFleet,
     start_dashboard_fleet,
     wait_until,
@@ -36,7 +37,8 @@ def running(
 
 @pytest.fixture
 def client(running: DashboardFleet) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=running.base_url, timeout=10) as http:
+    """Reads with a viewer token, as a wall display would; changes pass AUTH (an operator)."""
+    with httpx.Client(base_url=running.base_url, headers=VIEWER_AUTH, timeout=10) as http:
         yield http
 
 
@@ -63,17 +65,21 @@ def test_page_and_every_asset_come_from_the_service(client: httpx.Client) -> Non
     assert client.get("/dashboard/vendor/missing.js").status_code == 404
 
 
-def test_sign_in_checks_the_token(client: httpx.Client) -> None:
-    assert client.get("/api/session").json() == {"release_actions": True, "commands": True}
-    assert client.post("/api/session").status_code == 401
-    bad = client.post("/api/session", headers={"Authorization": "Bearer not-the-token-at-all"})
-    assert bad.status_code == 401
-    assert client.post("/api/session", headers=AUTH).json() == {"name": "operator"}
+def test_sign_in_checks_the_token(running: DashboardFleet) -> None:
+    with httpx.Client(base_url=running.base_url, timeout=10) as client:
+        assert client.get("/api/session").json() == {"release_actions": True, "commands": True}
+        assert client.post("/api/session").status_code == 401
+        bad = client.post("/api/session", headers={"Authorization": "Bearer not-the-token-at-all"})
+        assert bad.status_code == 401
+        signed_in = client.post("/api/session", headers=AUTH).json()
+        assert signed_in == {"name": "operator", "role": "operator"}
+        viewer = client.post("/api/session", headers=VIEWER_AUTH).json()
+        assert viewer == {"name": "wallboard", "role": "viewer"}
 
 
 def _events(running: DashboardFleet, found: list[tuple[str, dict]], stop: threading.Event) -> None:
     with (
-        httpx.Client(base_url=running.base_url, timeout=20) as http,
+        httpx.Client(base_url=running.base_url, headers=VIEWER_AUTH, timeout=20) as http,
         http.stream("GET", "/api/events") as stream,
     ):
         assert stream.headers["content-type"].startswith("text/event-stream")
@@ -123,7 +129,8 @@ def _retained_release(running: DashboardFleet) -> dict:
 
 def test_promote_widens_the_current_release(running: DashboardFleet, client: httpx.Client) -> None:
     path = "/api/releases/catdog-v4-seed/promote"
-    assert client.post(path, json={"percent": 50}).status_code == 401
+    assert client.post(path, json={"percent": 50}).status_code == 403  # a viewer's token
+    assert httpx.post(running.base_url + path, json={"percent": 50}).status_code == 401
     refused = client.post(path, json={"percent": 10}, headers=AUTH)
     assert refused.status_code == 409 and "narrowing" in refused.json()["detail"]
     old = client.post("/api/releases/catdog-v3-seed/promote", json={"percent": 50}, headers=AUTH)

@@ -14,6 +14,7 @@ from cloud_trainer.fleet.store import queries
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from tests.integration.dashboard_fixtures import (
     TOKEN,
+    VIEWER_TOKEN,
     DashboardFleet,
     start_dashboard_fleet,
     wait_until,
@@ -88,13 +89,17 @@ def shot(page: Any, name: str, full_page: bool = False) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
-def open_dashboard(page: Any, hash_: str = "") -> None:
+def open_dashboard(page: Any, hash_: str = "", token: str | None = TOKEN) -> None:
+    """Opens the page and, unless ``token`` is None, signs in: every read needs a token."""
     page.goto(f"/dashboard/{hash_}")
     page.wait_for_selector("body[data-ready=true]")
+    if token is not None:
+        sign_in(page, token)
+        expect(page.locator("#who")).to_contain_text("signed in as")
 
 
 def sign_in(page: Any, token: str = TOKEN) -> None:
-    page.click("#sign-in")
+    expect(page.locator("#login")).to_be_visible()  # asked for at once, before any data
     page.fill("#token", token)
     page.click("#login-submit")
 
@@ -154,13 +159,10 @@ def test_device_detail_shows_charts_predictions_drift_and_history(page: Any) -> 
 
 
 def test_sign_in_then_acknowledge_an_alert(page: Any, running: DashboardFleet) -> None:
-    open_dashboard(page, "#/alerts")
-    badge = page.locator("#alert-badge")
-    before = int(badge.inner_text())
-    row = page.locator("tr", has=page.locator("a", has_text="cam-00"))
-    expect(row).to_have_count(1)
-    row.locator(".ack-button").click()
+    open_dashboard(page, "#/alerts", token=None)
     expect(page.locator("#login")).to_be_visible()
+    expect(page.locator(".signed-out-note")).to_be_visible()  # no data before signing in
+    expect(page.locator("#live")).to_have_text("not signed in")
     page.fill("#token", "wrong-token-0123456789")
     page.click("#login-submit")
     expect(page.locator("#login-error")).to_have_text(
@@ -170,6 +172,12 @@ def test_sign_in_then_acknowledge_an_alert(page: Any, running: DashboardFleet) -
     page.fill("#token", TOKEN)
     page.click("#login-submit")
     expect(page.locator("#who")).to_have_text("signed in as operator")
+    badge = page.locator("#alert-badge")
+    expect(badge).to_have_text(re.compile(r"^[1-9][0-9]*$"))
+    before = int(badge.inner_text())
+    row = page.locator("tr", has=page.locator("a", has_text="cam-00"))
+    expect(row).to_have_count(1)
+    row.locator(".ack-button").click()
     expect(row).to_have_count(0)
     expect(badge).to_have_text(str(before - 1))
     alerts = running.service.store.read(lambda c: queries.list_alerts(c, device_id="cam-00"))
@@ -187,8 +195,8 @@ def test_pin_a_device_and_see_it_acknowledged(page: Any, running: DashboardFleet
     accuracy = page.locator(".detector[data-detector=accuracy]")
     expect(accuracy.locator(".bar-value")).to_have_text("0.646 / 0.7")
     expect(accuracy).to_contain_text("below threshold")  # accuracy: lower is worse
-    sign_in(page)
     expect(page.locator("#who")).to_have_text("signed in as operator")
+    expect(page.locator(".read-only-note")).to_have_count(0)
     page.fill("#pin-version", "1")
     page.click("#pin")
     command = page.locator("tr[data-action=pin]")
@@ -210,7 +218,6 @@ def test_promote_then_roll_back_from_the_releases_page(page: Any, running: Dashb
     expect(step).to_contain_text("wave 0")
     expect(step).to_contain_text("wave 0 published")
     shot(page, "releases")
-    sign_in(page)
     current.locator(".promote-percent").select_option("50")
     current.locator("button.promote").click()
     expect(current).to_contain_text("wave 1")
@@ -230,7 +237,8 @@ def test_live_update_arrives_without_reload(page: Any, running: DashboardFleet) 
     open_dashboard(page)
     page.evaluate("window.__samePage = true")
     badge = page.locator("#alert-badge")
-    before = int(badge.inner_text() or "0")
+    expect(badge).to_have_text(re.compile(r"^[0-9]+$"))  # counted once signed in
+    before = int(badge.inner_text())
     expect(page.locator("tr[data-device=wx-00] .drift")).to_have_text("ok")
     wx = running.fleet.devices["wx-00"]
     running.fleet.publish("wx-00", wx.drift("raised", score=0.9, detector="pressure"))
@@ -239,3 +247,31 @@ def test_live_update_arrives_without_reload(page: Any, running: DashboardFleet) 
     assert page.evaluate("window.__samePage") is True
     wait_until(lambda: running.service.store.device("wx-00")["drift_status"] == "drift")  # type: ignore[index]
     shot(page, "overview-live")
+
+
+def test_a_viewer_sees_everything_but_every_action_is_disabled(
+    page: Any, running: DashboardFleet
+) -> None:
+    open_dashboard(page, "#/alerts", token=VIEWER_TOKEN)
+    expect(page.locator("#who")).to_have_text("signed in as wallboard (viewer)")
+    expect(page.locator("#live")).to_have_text("live")  # the stream's cookie works for viewers
+    ack = page.locator(".ack-button").first
+    expect(ack).to_be_disabled()
+    expect(ack).to_have_attribute("title", re.compile("viewer token"))
+    page.goto("/dashboard/#/device/wx-01")
+    expect(page.locator("figure.chart canvas")).to_have_count(6)
+    for button in ("#pin", "#unpin", "#device-rollback", "#update-check"):
+        expect(page.locator(button)).to_be_disabled()
+    expect(page.locator(".read-only-note")).to_contain_text("viewer token")
+    before = running.service.store.read(lambda c: queries.list_releases(c, "catdog"))
+    page.goto("/dashboard/#/releases")
+    expect(page.locator("button.rollback")).to_be_disabled()
+    acts = page.locator("button[data-acts]")
+    expect(acts.first).to_be_visible()
+    assert acts.count() >= 1
+    assert page.evaluate(
+        "[...document.querySelectorAll('button[data-acts]')].every((b) => b.disabled)"
+    )
+    shot(page, "viewer-releases")
+    after = running.service.store.read(lambda c: queries.list_releases(c, "catdog"))
+    assert after == before  # nothing changed

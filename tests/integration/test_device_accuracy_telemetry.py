@@ -48,6 +48,7 @@ from tests.support.samples import sample_messages
 pytestmark = pytest.mark.integration
 
 TOKEN = "operator-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DEVICE, SITE = "wx-07", "harbour"
 # Rows 5112-5251 of the real file: 140 consecutive clean hours from 2006-03-10, rain and snow.
 SKIP_ROWS, ROWS = 5112, 140
@@ -246,7 +247,7 @@ def test_telemetry_carries_accuracy_over_the_window_as_computed_by_hand(run: Sta
 
 
 def test_fleet_stores_it_and_the_api_returns_it(run: StationRun) -> None:
-    with httpx.Client(base_url=run.service.base_url, timeout=10) as client:
+    with httpx.Client(base_url=run.service.base_url, headers=AUTH, timeout=10) as client:
         detail = client.get(f"/api/devices/{DEVICE}").json()
     rows = {r["seq"]: r for r in detail["telemetry"]}
     assert len(rows) == len(run.telemetry)
@@ -378,6 +379,8 @@ def test_device_page_charts_accuracy_with_n(run: StationRun) -> None:
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"/dashboard/#/device/{DEVICE}")
             page.wait_for_selector("body[data-ready=true]")
+            page.fill("#token", TOKEN)  # every read needs a token: the page asks at once
+            page.click("#login-submit")
             chart = page.locator("figure[data-chart='Labelled accuracy']")
             expect(chart.locator("canvas")).to_be_visible()
             expect(page.locator("figure.chart canvas")).to_have_count(6)

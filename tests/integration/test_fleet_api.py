@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "operator-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+VIEWER = "viewer-token-0123456789ab"  # reads need a token; the client reads as a viewer
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
@@ -40,6 +41,7 @@ def running(
         root=root,
         http_port=0,
         api_tokens=parse_tokens(f"operator={TOKEN}"),
+        viewer_tokens=parse_tokens(f"reader={VIEWER}"),
         samples_dir=workdir / "samples",
         max_sample_bytes=64 * 1024,
         max_concurrent_requests=4,
@@ -72,7 +74,8 @@ def _wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @pytest.fixture
 def client(running: tuple[FleetService, SimulatedFleet]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=running[0].base_url, timeout=10) as http:
+    headers = {"Authorization": f"Bearer {VIEWER}"}
+    with httpx.Client(base_url=running[0].base_url, headers=headers, timeout=10) as http:
         yield http
 
 
@@ -106,7 +109,8 @@ def test_devices_list_filters_and_detail(client: httpx.Client) -> None:
 def test_alerts_acknowledge_needs_a_token(client: httpx.Client) -> None:
     (alert,) = client.get("/api/alerts", params={"device": "cam-00"}).json()["alerts"]
     url = f"/api/alerts/{alert['id']}/ack"
-    assert client.post(url).status_code == 401
+    assert client.post(url).status_code == 403  # the client's token is a viewer's
+    assert httpx.post(f"{client.base_url}{url}").status_code == 401
     assert client.post(url, headers={"Authorization": "Bearer wrong-token"}).status_code == 401
     acked = client.post(url, headers=AUTH)
     assert acked.status_code == 200 and acked.json()["acknowledged_by"] == "operator"
@@ -130,7 +134,7 @@ def test_command_is_published_and_its_ack_tracked(
     client: httpx.Client, running: tuple[FleetService, SimulatedFleet]
 ) -> None:
     url = "/api/devices/cam-01/commands"
-    assert client.post(url, json={"action": "ping"}).status_code == 401
+    assert client.post(url, json={"action": "ping"}).status_code == 403  # a viewer
     assert client.post(url, json={"action": "reboot"}, headers=AUTH).status_code == 422
     missing = client.post("/api/devices/ghost/commands", json={"action": "ping"}, headers=AUTH)
     assert missing.status_code == 404
@@ -149,7 +153,7 @@ def test_sample_upload_is_stored_with_provenance(
 ) -> None:
     form = {"device_id": "cam-00", "label": "cat", "captured_at": "2026-11-28T12:00:00Z"}
     files = {"file": ("frame.png", PNG, "image/png")}
-    assert client.post("/api/samples", data=form, files=files).status_code == 401
+    assert client.post("/api/samples", data=form, files=files).status_code == 403  # a viewer
     first = client.post("/api/samples", data=form, files=files, headers=AUTH)
     assert first.status_code == 201, first.text
     body = first.json()
@@ -180,7 +184,7 @@ def test_sample_upload_is_stored_with_provenance(
 
 def test_registration_and_request_caps(client: httpx.Client) -> None:
     body = {"device_id": "cam-99", "site": "harbour", "kind": "camera", "groups": ["canary"]}
-    assert client.post("/api/devices", json=body).status_code == 401
+    assert client.post("/api/devices", json=body).status_code == 403  # a viewer
     created = client.post("/api/devices", json=body, headers=AUTH)
     assert created.status_code == 201
     assert created.json()["device"]["groups"] == ["canary"]

@@ -1,45 +1,28 @@
-"""The fleet store behaves the same on SQLite and on a real PostgreSQL (throwaway database)."""
+"""The fleet store behaves the same on SQLite and on a real PostgreSQL (a private server of
+the test session's own, or EDGE_MLOPS_TEST_POSTGRES; a throwaway database per test)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from cloud_trainer.fleet.sim import SimulatedDevice
 from cloud_trainer.fleet.store import Envelope, FleetStore, StoreError, queries, sqlite_url
 from edge_agent.protocol import DeviceKind, MessageBase, UpdateState
+from tests.support.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_ADMIN = os.environ.get(
-    "EDGE_MLOPS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A database of the test's own on the local PostgreSQL, dropped afterwards."""
-    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"fleet_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as e:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN}: {e.orig}")
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A database of the test's own on the session's PostgreSQL, dropped afterwards."""
+    with fresh_database(postgres_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

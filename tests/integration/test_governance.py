@@ -48,6 +48,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOKEN = "operator-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+VIEWER = "viewer-token-0123456789ab"  # reads (and explanations) need a token, a viewer's
 WEATHER = "rain4h"
 
 
@@ -63,7 +64,11 @@ class World:
 
     @property
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.service.base_url, timeout=30)
+        return httpx.Client(
+            base_url=self.service.base_url,
+            headers={"Authorization": f"Bearer {VIEWER}"},
+            timeout=30,
+        )
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -104,6 +109,7 @@ def world(mosquitto: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory) 
         root=root,
         http_port=0,
         api_tokens=parse_tokens(f"operator={TOKEN}"),
+        viewer_tokens=parse_tokens(f"analyst={VIEWER}"),
         samples_dir=work / "samples",
         policy_file=policy,
     )
@@ -341,7 +347,7 @@ def test_labelling_queue_end_to_end_into_a_training_run(world: World) -> None:
         assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
         assert http.get(f"/api/labelling/samples/{csv.json()['id']}/image").status_code == 415
         url = f"/api/labelling/samples/{first}"
-        assert http.post(url, json={"label": "cat"}).status_code == 401
+        assert http.post(url, json={"label": "cat"}).status_code == 403  # a viewer's token
         assert http.post(url, json={"label": "horse"}, headers=AUTH).status_code == 422
         assert http.post("/api/labelling/samples/99999", json={"label": "cat"},
                          headers=AUTH).status_code == 404  # fmt: skip

@@ -117,7 +117,7 @@ def fleet(
 
 
 def test_the_fleet_services_metrics_pass_promtool(fleet: DashboardFleet) -> None:
-    with httpx.Client(base_url=fleet.base_url, timeout=10) as http:
+    with httpx.Client(base_url=fleet.base_url, headers=AUTH, timeout=10) as http:
         assert http.get("/api/devices").status_code == 200
         assert http.get("/api/releases/no-such-release").status_code == 404
         assert http.post("/api/session", headers=AUTH).status_code == 200

@@ -49,8 +49,15 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
         time.sleep(0.05)
 
 
+VIEWER = "release-viewer-0123456789"
+
+
 @pytest.fixture
-def service(fleet: Fleet, tmp_path: Path) -> Iterator[FleetService]:
+def service(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FleetService]:
+    """The fleet service; the release tooling reads it with a viewer token from the shell."""
+    monkeypatch.setenv("EDGE_MLOPS_FLEET_TOKEN", VIEWER)
     settings = FleetSettings(
         database_url=sqlite_url(tmp_path / "fleet.db"),
         broker_host=fleet.endpoint.host,
@@ -58,6 +65,7 @@ def service(fleet: Fleet, tmp_path: Path) -> Iterator[FleetService]:
         root=fleet.root,
         http_port=0,
         api_tokens=parse_tokens(f"operator={TOKEN}"),
+        viewer_tokens=parse_tokens(f"release-tooling={VIEWER}"),
         samples_dir=tmp_path / "samples",
         release_public_keys=[fleet.public_key],
         instance=uuid.uuid4().hex[:8],

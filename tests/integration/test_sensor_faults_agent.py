@@ -47,6 +47,7 @@ from tests.support.weather_csv import HEADER, write_csv
 pytestmark = pytest.mark.integration
 
 TOKEN = "operator-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SITE = "harbour"
 FIRST = datetime(2015, 3, 1, tzinfo=UTC)
 HOURS = 96
@@ -241,7 +242,7 @@ def test_the_fleet_stores_and_serves_the_fault(fleet: Fleet, flagged: StationRun
         return len(store.read(lambda c: queries.sensor_faults(c, "wx-flag"))["history"])
 
     wait_until(lambda: stored() == len(sent), what="sensor faults stored")
-    with httpx.Client(base_url=fleet.service.base_url, timeout=10) as client:
+    with httpx.Client(base_url=fleet.service.base_url, headers=AUTH, timeout=10) as client:
         detail = client.get("/api/devices/wx-flag").json()
     faults = detail["sensor_faults"]
     assert faults["faulty"] == ["pressure_mb"]

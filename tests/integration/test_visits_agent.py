@@ -54,6 +54,7 @@ from tests.support.onnx_models import green_frame, presence_classifier, tinted_f
 pytestmark = pytest.mark.integration
 
 TOKEN = "operator-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SITE = "garden"
 T0 = datetime(2026, 4, 2, 7, 0, tzinfo=UTC)
 STEP_S = 5.0
@@ -351,7 +352,7 @@ def test_the_fleet_stores_and_serves_the_visits(fleet: Fleet, recorded: Run) -> 
         return store.read(lambda c: queries.visits(c, "cam-rec"))
 
     wait_until(lambda: all(r["ended_at"] is not None for r in stored()) and len(stored()) == 2)
-    with httpx.Client(base_url=fleet.service.base_url, timeout=10) as client:
+    with httpx.Client(base_url=fleet.service.base_url, headers=AUTH, timeout=10) as client:
         served = client.get("/api/devices/cam-rec/visits").json()
         detail = client.get("/api/devices/cam-rec").json()
         assert client.get("/api/devices/nobody/visits").status_code == 404

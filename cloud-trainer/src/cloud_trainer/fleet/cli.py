@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from cloud_trainer.cli import host_port
 from cloud_trainer.errors import UserError
+from cloud_trainer.fleet.consumer.jetstream import JetStreamError
 from cloud_trainer.fleet.policy import PolicyConfigError
 from cloud_trainer.fleet.settings import FleetSettings, new_token, parse_tokens
 from cloud_trainer.fleet.store import StoreError
@@ -49,6 +50,17 @@ def register(subparsers: Any) -> None:
         choices=("plain", "shared"),
         help="plain: one instance, nothing lost across restarts (default); shared: $share group",
     )
+    serve.add_argument(
+        "--source",
+        choices=("mqtt", "jetstream"),
+        help="where device messages come from: mqtt (default) or a JetStream stream (--nats)",
+    )
+    serve.add_argument(
+        "--nats",
+        type=_nats_urls,
+        metavar="URLS",
+        help="comma-separated nats://host:port of the cluster's nodes (--source jetstream)",
+    )
     serve.add_argument("--samples-dir", type=Path)
     serve.add_argument("--policy", type=Path, help="policy rules (YAML)")
     serve.add_argument(
@@ -62,7 +74,22 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="name=token lines for the API (else $FLEET_API_TOKENS, else one is generated)",
     )
+    serve.add_argument(
+        "--viewer-tokens-file",
+        type=Path,
+        help="name=token lines for read-only API tokens (else $FLEET_VIEWER_TOKENS, else none)",
+    )
     serve.set_defaults(func=serve_command)
+
+
+def _nats_urls(text: str) -> list[str]:
+    urls = [u.strip() for u in text.split(",") if u.strip()]
+    if not urls:
+        raise argparse.ArgumentTypeError("give at least one nats://host:port")
+    for url in urls:
+        if not url.startswith("nats://"):
+            raise argparse.ArgumentTypeError(f"{url!r} is not a nats://host:port URL")
+    return urls
 
 
 def _tokens(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
@@ -79,6 +106,17 @@ def _tokens(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     return parse_tokens(f"operator={generated}"), generated
 
 
+def _viewer_tokens(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        if args.viewer_tokens_file is not None:
+            return parse_tokens(args.viewer_tokens_file.read_text(encoding="utf-8"))
+        return parse_tokens(os.environ.get("FLEET_VIEWER_TOKENS", ""))
+    except OSError as e:
+        raise UserError(f"cannot read viewer tokens file: {e}", exit_code=2) from e
+    except ValueError as e:
+        raise UserError(f"viewer tokens: {e}", exit_code=2) from e
+
+
 def _config_file(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -88,12 +126,12 @@ def _config_file(path: Path | None) -> dict[str, Any]:
         raise UserError(f"cannot read fleet config {path}: {e}", exit_code=2) from e
     if not isinstance(data, dict):
         raise UserError(f"fleet config {path} must be a mapping of settings", exit_code=2)
-    if "api_tokens" in data:
-        raise UserError(
-            f"{path}: api_tokens do not belong in the config; use --tokens-file or "
-            "FLEET_API_TOKENS",
-            exit_code=2,
-        )
+    for key, where in (
+        ("api_tokens", "--tokens-file or FLEET_API_TOKENS"),
+        ("viewer_tokens", "--viewer-tokens-file or FLEET_VIEWER_TOKENS"),
+    ):
+        if key in data:
+            raise UserError(f"{path}: {key} do not belong in the config; use {where}", exit_code=2)
     return data
 
 
@@ -105,6 +143,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "group": args.instances_group,
         "instance": args.instance,
         "subscription": args.subscription,
+        "source": args.source,
+        "nats_urls": args.nats,
         "http_host": args.host,
         "http_port": args.port,
         "samples_dir": args.samples_dir,
@@ -121,9 +161,15 @@ def serve_command(args: argparse.Namespace) -> int:
     from cloud_trainer.fleet.service import FleetService
 
     tokens, generated = _tokens(args)
+    viewers = _viewer_tokens(args)
     try:
         settings = FleetSettings(
-            **{**_config_file(args.config), **_flags(args), "api_tokens": tokens}
+            **{
+                **_config_file(args.config),
+                **_flags(args),
+                "api_tokens": tokens,
+                "viewer_tokens": viewers,
+            }
         )
         service = FleetService(settings)
     except (ValidationError, ProtocolError, PolicyConfigError, ValueError) as e:
@@ -135,6 +181,9 @@ def serve_command(args: argparse.Namespace) -> int:
     except LinkError as e:
         service.stop()
         raise UserError(f"{e} (start Mosquitto or pass --broker HOST:PORT)") from e
+    except JetStreamError as e:
+        service.stop()
+        raise UserError(f"{e} (check --nats)") from e
     print(f"fleet service at {service.base_url} (database: {service.store.backend})")  # noqa: T201
     if generated is not None:
         print(f"API token for 'operator' (this run only): {generated}")  # noqa: T201

@@ -1,4 +1,4 @@
-"""One fleet service instance: store, MQTT consumer, policy engine and HTTP API, wired."""
+"""One fleet service instance: store, MQTT (and JetStream) consumer, policy, HTTP API, wired."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cloud_trainer.fleet.consumer import (
     WriterSettings,
     consumer_client_id,
 )
+from cloud_trainer.fleet.consumer.jetstream import JetStreamSettings, JetStreamSource
 from cloud_trainer.fleet.metrics import FleetMetrics
 from cloud_trainer.fleet.policy import ActionHandler, PolicyConfig, PolicyEngine
 from cloud_trainer.fleet.policy.rules import ActionName
@@ -63,6 +64,7 @@ class FleetService:
                 group=settings.group,
                 client_id=consumer_client_id(settings.root, settings.group, settings.instance),
                 subscription=settings.subscription,
+                device_channels=settings.source == "mqtt",
                 release_keys=keys,
             ),
             WriterSettings(
@@ -71,6 +73,20 @@ class FleetService:
             ),
             on_alerts=self.policy.on_alerts,
         )
+        self.jetstream: JetStreamSource | None = None
+        if settings.source == "jetstream":
+            self.jetstream = JetStreamSource(
+                self.consumer,
+                JetStreamSettings(
+                    urls=tuple(settings.nats_urls),
+                    stream=settings.jetstream_stream,
+                    durable=settings.group,
+                    replicas=settings.jetstream_replicas,
+                    max_age_s=settings.jetstream_max_age_s,
+                    max_bytes=settings.jetstream_max_bytes,
+                    ack_wait_s=settings.jetstream_ack_wait_s,
+                ),
+            )
         self.commands = CommandPublisher(
             self.consumer.link, self.store, self.consumer.tree, self.metrics
         )
@@ -100,6 +116,8 @@ class FleetService:
     def start(self, broker_timeout: float | None = 10.0) -> FleetService:
         """Start consuming, then serve HTTP on a background thread."""
         self.consumer.start(timeout=broker_timeout)
+        if self.jetstream is not None:
+            self.jetstream.start()
         config = uvicorn.Config(
             self.app,
             host=self.settings.http_host,
@@ -133,6 +151,8 @@ class FleetService:
             self._server.should_exit = True
         if self._http_thread is not None:
             self._http_thread.join(10)
+        if self.jetstream is not None:
+            self.jetstream.stop()
         self.consumer.stop()
         self.policy.close()
         self.store.close()

@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge_agent.comms.mqtt import BrokerEndpoint
 from edge_agent.config.base import ConfigModel
@@ -71,12 +71,49 @@ class FleetSettings(ConfigModel):
             "what devices send before the instances re-subscribe is lost."
         ),
     )
+    source: Literal["mqtt", "jetstream"] = Field(
+        default="mqtt",
+        title="Device message source",
+        description=(
+            "mqtt: device channels over the MQTT subscription above. jetstream: from a "
+            "replicated JetStream stream that every instance shares (a NATS cluster); MQTT "
+            "then carries only releases and rollout records."
+        ),
+    )
+    nats_urls: list[str] = Field(
+        default_factory=list,
+        title="NATS servers",
+        description="nats://host:port of the cluster's nodes (source: jetstream).",
+    )
+    jetstream_stream: str = Field(
+        default="FLEET", title="JetStream stream", description="Created or updated on start."
+    )
+    jetstream_replicas: int | None = Field(
+        default=None, ge=1, le=5, title="Stream replicas", description="Default min(3, nodes)."
+    )
+    jetstream_max_age_s: float = Field(
+        default=7 * 86400.0, gt=0, title="Stream max age", description="Oldest kept message."
+    )
+    jetstream_max_bytes: int = Field(
+        default=1024**3, gt=0, title="Stream max bytes", description="Oldest dropped past it."
+    )
+    jetstream_ack_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        title="Stream ack wait",
+        description="Unacknowledged this long (a dead instance), a message goes to another.",
+    )
     http_host: str = Field(default="127.0.0.1", title="HTTP host", description="Bind address.")
     http_port: int = Field(default=8080, ge=0, le=65535, title="HTTP port", description="")
     api_tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
         title="API tokens",
         description="Name → bearer token; the name is recorded as who changed what.",
+    )
+    viewer_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        title="Viewer tokens",
+        description="Name → bearer token that may read everything but change nothing.",
     )
     samples_dir: Path = Field(
         default=Path("fleet-samples"),
@@ -125,6 +162,20 @@ class FleetSettings(ConfigModel):
     def _instance_is_ident(cls, value: str) -> str:
         return check_ident(value, "instance name")
 
+    @field_validator("nats_urls")
+    @classmethod
+    def _nats_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("nats://", "tls://")) or len(url.split("://", 1)[1]) == 0:
+                raise ValueError(f"NATS server {url!r} must be a nats://host:port URL")
+        return value
+
+    @model_validator(mode="after")
+    def _jetstream_has_servers(self) -> FleetSettings:
+        if self.source == "jetstream" and not self.nats_urls:
+            raise ValueError("source jetstream needs nats_urls (--nats nats://host:4222,...)")
+        return self
+
     def broker_endpoint(self) -> BrokerEndpoint:
         """Where and as whom to connect; the password is read from its file or variable."""
         password = None
@@ -145,15 +196,31 @@ class FleetSettings(ConfigModel):
             ca_file=str(self.broker_ca_file) if self.broker_ca_file is not None else None,
         )
 
-    def token_owner(self, presented: str) -> str | None:
-        """The name of the token presented, compared in constant time; None if unknown."""
-        digest = hashlib.sha256(presented.encode()).digest()
-        found = None
-        for name, token in self.api_tokens.items():
-            expected = hashlib.sha256(token.get_secret_value().encode()).digest()
-            if hmac.compare_digest(digest, expected):
-                found = name
+    def token_holder(self, presented: str) -> tuple[str, Literal["operator", "viewer"]] | None:
+        """Name and role of the token presented; every token is compared, in constant time."""
+        found: tuple[str, Literal["operator", "viewer"]] | None = None
+        viewer = _token_match(self.viewer_tokens, presented)
+        if viewer is not None:
+            found = (viewer, "viewer")
+        operator = self.token_owner(presented)
+        if operator is not None:
+            found = (operator, "operator")
         return found
+
+    def token_owner(self, presented: str) -> str | None:
+        """The operator name of the token presented, compared in constant time; None if unknown."""
+        return _token_match(self.api_tokens, presented)
+
+
+def _token_match(tokens: dict[str, SecretStr], presented: str) -> str | None:
+    """Hashes first so the comparison takes as long whatever the lengths; no early exit."""
+    digest = hashlib.sha256(presented.encode()).digest()
+    found = None
+    for name, token in tokens.items():
+        expected = hashlib.sha256(token.get_secret_value().encode()).digest()
+        if hmac.compare_digest(digest, expected):
+            found = name
+    return found
 
 
 def parse_tokens(text: str) -> dict[str, SecretStr]:

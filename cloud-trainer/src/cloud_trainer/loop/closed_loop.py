@@ -275,7 +275,7 @@ class ClosedLoop:
                 wave_timeout_s=180.0,
             ),
             on_decision=lambda d: log.debug("rollout: %s", d.reason),
-            restore=[from_fleet(stack.fleet.base_url)],
+            restore=[from_fleet(stack.fleet.base_url, stack.viewer_token)],
         )
         self._mark("release_published")
         self._say(f"rollout of {self.weather_model} v{version}: wave 0 = group 'canary'")

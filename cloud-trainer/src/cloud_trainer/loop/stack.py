@@ -57,6 +57,7 @@ class LocalStack:
     channel: ReleaseChannel
     tree: TopicTree
     api_token: str
+    viewer_token: str
     broker: MosquittoBroker | None = None
     released: dict[str, ReleaseManifest] = field(default_factory=dict)
 
@@ -103,12 +104,14 @@ class LocalStack:
                 )
             )
             token = secrets.token_urlsafe(24)
+            viewer = secrets.token_urlsafe(24)  # for what only reads (the rollout's restore)
             settings = FleetSettings(
                 database_url=f"sqlite:///{workdir / 'fleet' / 'fleet.db'}",
                 broker_host=broker.host,
                 broker_port=broker.port,
                 http_port=0,
                 api_tokens={"operator": SecretStr(token)},
+                viewer_tokens={"loop": SecretStr(viewer)},
                 samples_dir=workdir / "fleet" / "samples",
                 policy_file=policy,
                 release_signing_key=private,
@@ -132,6 +135,7 @@ class LocalStack:
                 channel=ReleaseChannel(link, tree, key),
                 tree=tree,
                 api_token=token,
+                viewer_token=viewer,
                 broker=mosquitto,
             )
         except BaseException:

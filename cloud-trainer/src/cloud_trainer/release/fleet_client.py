@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
 TIMEOUT_S = 5.0
+TOKEN_ENV = "EDGE_MLOPS_FLEET_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 class FleetUnavailable(Exception):
@@ -16,21 +18,40 @@ class FleetUnavailable(Exception):
 
 
 class FleetClient:
-    """``GET`` on ``{url}/api/...``: devices of a model, releases with outcomes and history."""
+    """``GET`` on ``{url}/api/...``: devices of a model, releases with outcomes and history.
 
-    def __init__(self, url: str, timeout: float = TIMEOUT_S) -> None:
+    Reads need a token of the fleet service (a viewer token is enough): ``token``, else
+    ``$EDGE_MLOPS_FLEET_TOKEN``.
+    """
+
+    def __init__(self, url: str, timeout: float = TIMEOUT_S, token: str | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise FleetUnavailable(f"--fleet-url must be http(s)://HOST:PORT, got {url!r}")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
 
     def _get(self, path: str, **params: str) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
+            f"{self.url}{path}{query}", headers=headers
+        )
         try:
             with urllib.request.urlopen(  # noqa: S310 - http(s) only, checked above
-                f"{self.url}{path}{query}", timeout=self.timeout
+                request, timeout=self.timeout
             ) as response:
                 return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                hint = "no token given" if not self.token else "the token was refused"
+                raise FleetUnavailable(
+                    f"the fleet at {self.url} refused {path} ({e.code}: {hint}; set "
+                    f"${TOKEN_ENV} to a viewer or operator token)"
+                ) from e
+            raise FleetUnavailable(f"the fleet at {self.url} did not answer {path}: {e}") from e
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise FleetUnavailable(f"the fleet at {self.url} did not answer {path}: {e}") from e
 

@@ -61,12 +61,15 @@ def committed_release(rows: Iterable[dict[str, Any]], failing: ReleaseManifest) 
     return None
 
 
-def from_fleet(fleet_url: str) -> RestoreSource:
-    """Ask the fleet service which release of the model its devices last committed."""
+def from_fleet(fleet_url: str, token: str | None = None) -> RestoreSource:
+    """Ask the fleet service which release of the model its devices last committed.
+
+    ``token`` (a viewer token is enough) defaults to ``$EDGE_MLOPS_FLEET_TOKEN``.
+    """
 
     def choose(failing: ReleaseManifest) -> Restore | None:
         try:
-            client = FleetClient(fleet_url)
+            client = FleetClient(fleet_url, token=token)
             # The list leaves manifests out; the detail of each release has it.
             rows = [client.release(str(r["release_id"])) for r in client.releases(failing.model)]
         except (FleetUnavailable, KeyError) as e:

@@ -142,10 +142,12 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         serving = agent.source is None or agent.supervisor.alive("inference")
+        endpoint = agent.link.current_endpoint
         body = {
             "ready": serving,
             "model": agent.slot.current.spec.name,
             "broker_connected": agent.link.connected.is_set(),
+            "broker_endpoint": None if endpoint is None else endpoint.address,
             "outbox_depth": agent.store.depth,
         }
         return JSONResponse(body, status_code=200 if serving else 503)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import random
 import ssl
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, _ConnectionState
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -60,6 +63,92 @@ class BrokerEndpoint:
     key_file: str | None = None
     keepalive_s: int = 30
 
+    @property
+    def address(self) -> str:
+        """``host:port`` as an operator writes it (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _same_login(endpoints: Sequence[BrokerEndpoint]) -> tuple[BrokerEndpoint, ...]:
+    """The endpoints of one link, which may differ only in host and port: one session, one
+    identity, whichever node holds it."""
+    if not endpoints:
+        raise ValueError("a link needs at least one broker endpoint")
+    first = endpoints[0]
+    for other in endpoints[1:]:
+        if dataclasses.replace(other, host=first.host, port=first.port) != first:
+            raise ValueError(
+                f"broker endpoint {other.address} differs from {first.address} in more than "
+                "host and port: the endpoints of one link share credentials, TLS and keepalive"
+            )
+    return tuple(endpoints)
+
+
+class EndpointRotation:
+    """Which endpoint the next connection attempt goes to, and how long to wait before it.
+
+    Round robin: a lost connection or a failed attempt moves on to the next endpoint. Within
+    a round a failed attempt hops to the next endpoint after about ``hop_s``; only a whole
+    round of failures waits the back-off, which doubles per failed round from ``min_s`` up
+    to ``max_s``, drawn from ``[d / 2, d]`` so a fleet does not retry in lockstep. The first
+    attempt after a lost connection waits the base delay: a fleet that lost one node does
+    not land on the next one in the same instant.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[BrokerEndpoint],
+        min_s: float,
+        max_s: float,
+        hop_s: float = 0.2,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("a rotation needs at least one endpoint")
+        if min_s <= 0 or max_s < min_s or hop_s < 0:
+            raise ValueError("need 0 < min_s <= max_s and hop_s >= 0")
+        self.endpoints = tuple(endpoints)
+        self.min_s = min_s
+        self.max_s = max_s
+        self.hop_s = hop_s
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._index = -1
+        self._left_in_round = len(self.endpoints)
+        self._failed_rounds = 0
+        self._just_lost = False
+
+    @property
+    def current(self) -> BrokerEndpoint:
+        """The endpoint of the latest attempt (the first before any)."""
+        return self.endpoints[max(self._index, 0)]
+
+    def next_endpoint(self) -> BrokerEndpoint:
+        """Advance to the endpoint of the next attempt."""
+        self._index = (self._index + 1) % len(self.endpoints)
+        return self.endpoints[self._index]
+
+    def connected(self) -> None:
+        self._failed_rounds = 0
+        self._left_in_round = len(self.endpoints)
+        self._just_lost = True
+
+    def _backoff(self) -> float:
+        ceiling = min(self.max_s, self.min_s * 2.0 ** max(0, self._failed_rounds - 1))
+        return ceiling * (1.0 - 0.5 * self._rng.random())
+
+    def delay(self) -> float:
+        """Seconds to wait before the next attempt; call once per lost or failed attempt."""
+        if self._just_lost:
+            self._just_lost = False
+            return self._backoff()
+        self._left_in_round -= 1
+        if self._left_in_round > 0:
+            return self.hop_s * (1.0 - 0.5 * self._rng.random())
+        self._left_in_round = len(self.endpoints)
+        self._failed_rounds += 1
+        return self._backoff()
+
 
 @dataclass(frozen=True)
 class Will:
@@ -80,6 +169,31 @@ class _CappedClient(paho.Client):
 
     max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
     oversized: int = 0
+    rotation: EndpointRotation | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        """paho reconnects to the one host it was given: every attempt takes the next one."""
+        if self.rotation is not None:
+            endpoint = self.rotation.next_endpoint()
+            self._host, self._port = endpoint.host, endpoint.port
+        return super().reconnect()
+
+    def _reconnect_wait(self) -> None:
+        """The rotation's delay instead of paho's plain doubling; paho's loop calls this
+        after every lost connection or failed attempt. Ends early when the link stops."""
+        if self.rotation is None:
+            super()._reconnect_wait()
+            return
+        deadline = time.monotonic() + self.rotation.delay()
+        stopping = (
+            _ConnectionState.MQTT_CS_DISCONNECTING,
+            _ConnectionState.MQTT_CS_DISCONNECTED,
+        )
+        while self._state not in stopping and not self._thread_terminate:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
 
     def _sock_recv(self, bufsize: int) -> bytes:
         packet = self._in_packet
@@ -145,11 +259,16 @@ class MqttLink:
 
     ``will`` may be a callable: it is called before every connection, so each session's
     will can carry values of its own (the agent's carries a fresh seq).
+
+    ``endpoint`` may be several endpoints of one clustered broker (same credentials and
+    TLS): paho reconnects to one host only, so the link rotates through them itself
+    (:class:`EndpointRotation`), one connection at a time, with the same client id and
+    session. ``endpoint`` stays the first; ``current_endpoint`` is the one connected now.
     """
 
     def __init__(
         self,
-        endpoint: BrokerEndpoint,
+        endpoint: BrokerEndpoint | Sequence[BrokerEndpoint],
         client_id: str | None = None,
         will: Will | Callable[[], Will] | None = None,
         max_inflight: int = 50,
@@ -162,7 +281,11 @@ class MqttLink:
     ) -> None:
         if persistent_session and not client_id:
             raise ValueError("a persistent session needs a stable client_id")
-        self.endpoint = endpoint
+        endpoints = _same_login([endpoint] if isinstance(endpoint, BrokerEndpoint) else endpoint)
+        self.endpoints = endpoints
+        self.endpoint = endpoints[0]
+        endpoint = endpoints[0]
+        self._current: BrokerEndpoint | None = None
         self.client_id = client_id or f"edge-{uuid.uuid4().hex[:12]}"
         self.persistent_session = persistent_session
         self.manual_ack = manual_ack
@@ -196,6 +319,10 @@ class MqttLink:
         client.reconnect_delay_set(
             min_delay=max(1, int(reconnect_min_s)), max_delay=int(reconnect_max_s)
         )
+        if len(endpoints) > 1:
+            client.rotation = EndpointRotation(
+                endpoints, max(0.1, reconnect_min_s), max(reconnect_min_s, reconnect_max_s)
+            )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -203,6 +330,11 @@ class MqttLink:
         self._client = client
         self._set_will()
         self._started = False
+
+    @property
+    def current_endpoint(self) -> BrokerEndpoint | None:
+        """The endpoint this link is connected to now; None while it is not connected."""
+        return self._current if self.connected.is_set() else None
 
     @property
     def oversized_packets(self) -> int:
@@ -226,9 +358,7 @@ class MqttLink:
                 self.endpoint.host, self.endpoint.port, keepalive=self.endpoint.keepalive_s
             )
         except (OSError, ValueError) as e:
-            raise LinkError(
-                f"cannot connect to {self.endpoint.host}:{self.endpoint.port}: {e}"
-            ) from e
+            raise LinkError(f"cannot connect to {self.endpoint.address}: {e}") from e
         self._client.loop_start()
         self._started = True
         if timeout is None:
@@ -236,10 +366,8 @@ class MqttLink:
         if not self.connected.wait(timeout):
             reason = self._refused or "no answer"
             self.stop()
-            raise LinkError(
-                f"broker {self.endpoint.host}:{self.endpoint.port} not reached in "
-                f"{timeout:.0f}s ({reason})"
-            )
+            where = ", ".join(e.address for e in self.endpoints)
+            raise LinkError(f"broker {where} not reached in {timeout:.0f}s ({reason})")
 
     def stop(self, final: tuple[str, bytes] | None = None) -> None:
         """Disconnect cleanly (the Last Will is not sent); ``final`` is published first."""
@@ -316,8 +444,12 @@ class MqttLink:
         # restore) would otherwise deliver nothing, silently.
         for topic_filter, qos in subs:
             self._send_subscribe(client, topic_filter, qos)
+        rotation = self._client.rotation
+        if rotation is not None:
+            rotation.connected()
+        self._current = self.endpoint if rotation is None else rotation.current
         self.connected.set()
-        log.info("connected to %s:%s as %s", self.endpoint.host, self.endpoint.port, self.client_id)
+        log.info("connected to %s as %s", self._current.address, self.client_id)
         for hook in self._on_connect_hooks:
             try:
                 hook()
@@ -335,7 +467,8 @@ class MqttLink:
         was_connected = self.connected.is_set()
         self.connected.clear()
         if was_connected:
-            log.warning("disconnected from broker: %s", reason)
+            where = self._current.address if self._current is not None else "?"
+            log.warning("disconnected from broker %s: %s", where, reason)
         try:
             self._set_will()  # the next session's will
         except Exception:

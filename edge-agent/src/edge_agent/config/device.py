@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, GetCoreSchemaHandler, field_validator, model_validator
+from pydantic_core import core_schema
 
 from edge_agent.config.base import ConfigModel
 from edge_agent.drift.config import DriftConfig
@@ -61,11 +64,71 @@ class TlsConfig(ConfigModel):
     )
 
 
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_ENDPOINT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>[0-9]{1,5})$")
+# Topic root: levels of letters, digits, '-' and '_' separated by single '/'; a '.' or ' '
+# would not survive a broker that maps topics to subjects (NATS), '+', '#', '$' are MQTT's.
+_TOPIC_ROOT = re.compile(r"^[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*$")
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 as ``[::1]:1883``) as (host, port); ValueError saying what is wrong."""
+    match = _ENDPOINT.fullmatch(text.strip())
+    if match is None:
+        if text.count(":") > 1 and not text.startswith("["):
+            raise ValueError("write an IPv6 address in brackets, e.g. [::1]:1883")
+        raise ValueError("not host:port, e.g. 10.0.0.1:1883 or broker-1.site:8883")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    if match["v6"] is not None:
+        try:
+            return str(ipaddress.IPv6Address(match["v6"])), port
+        except ValueError as e:
+            raise ValueError(f"{match['v6']!r} is not an IPv6 address") from e
+    host = match["host"]
+    if not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name or IPv4 address")
+    return host, port
+
+
+class BrokerAddress(str):
+    """One ``host:port`` entry of ``broker.endpoints``, checked where it stands in the list."""
+
+    __slots__ = ()
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, _source: Any, _handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(cls._check, core_schema.str_schema())
+
+    @classmethod
+    def _check(cls, text: str) -> BrokerAddress:
+        parse_endpoint(text)
+        return cls(text)
+
+
 class BrokerConfig(ConfigModel):
     """Where the MQTT broker is and how this device logs in. Passwords by reference only."""
 
     host: str = Field(default="127.0.0.1", min_length=1, title="Host", description="Broker host.")
     port: int = Field(default=1883, ge=1, le=65535, title="Port", description="Broker port.")
+    endpoints: list[BrokerAddress] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        title="Endpoints",
+        description=(
+            "Nodes of a clustered broker as host:port (IPv6 as [::1]:1883), all with the same "
+            "login and TLS. The agent connects to one at a time, the first one first, and "
+            "moves to the next when the connection is lost or an attempt fails; the back-off "
+            "grows only after a whole round failed. Replaces host and port: leave them out "
+            "(or let them repeat the first entry)."
+        ),
+    )
     username: str | None = Field(
         default=None, title="Username", description="MQTT username (usually the device id)."
     )
@@ -118,6 +181,48 @@ class BrokerConfig(ConfigModel):
     @classmethod
     def _no_inline_password(cls, data: Any) -> Any:
         return _reject_inline(data, "password", "broker")
+
+    @field_validator("topic_root")
+    @classmethod
+    def _topic_root_levels(cls, value: str) -> str:
+        if not _TOPIC_ROOT.fullmatch(value):
+            raise ValueError(
+                "use levels of letters, digits, '-' or '_' separated by '/' (no '.', spaces, "
+                "'+', '#', '$' or empty levels), e.g. mlops or mlops/prod"
+            )
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _distinct_endpoints(cls, value: list[BrokerAddress] | None) -> list[BrokerAddress] | None:
+        if value is None:
+            return None
+        seen: dict[tuple[str, int], str] = {}
+        for text in value:
+            host, port = parse_endpoint(text)
+            key = (host.lower(), port)
+            if key in seen:
+                raise ValueError(f"{text!r} is listed twice (as {seen[key]!r} before)")
+            seen[key] = text
+        return value
+
+    @model_validator(mode="after")
+    def _endpoints_or_host(self) -> BrokerConfig:
+        if self.endpoints is None or not {"host", "port"} & self.model_fields_set:
+            return self
+        first = parse_endpoint(self.endpoints[0])
+        if (self.host.lower(), self.port) != (first[0].lower(), first[1]):
+            raise ValueError(
+                f"host:port {self.host}:{self.port} is not the first of endpoints "
+                f"({self.endpoints[0]}): leave host and port out when endpoints are set"
+            )
+        return self
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The broker nodes to connect to, in order: ``endpoints``, or ``host`` and ``port``."""
+        if self.endpoints is None:
+            return [(self.host, self.port)]
+        return [parse_endpoint(text) for text in self.endpoints]
 
     @model_validator(mode="after")
     def _one_password_source(self) -> BrokerConfig:

@@ -85,19 +85,29 @@ def stream_message(event: object, device_id: str) -> StreamEventMessage:
     )
 
 
-def broker_endpoint(config: DeviceConfig) -> BrokerEndpoint:
+def broker_endpoints(config: DeviceConfig) -> list[BrokerEndpoint]:
+    """Every broker node of the config, in the order the link tries them."""
     broker = config.broker
     tls = broker.tls
-    return BrokerEndpoint(
-        host=broker.host,
-        port=broker.port,
-        username=broker.username,
-        password=broker.password(),
-        ca_file=str(tls.ca_file) if tls else None,
-        cert_file=str(tls.cert_file) if tls and tls.cert_file else None,
-        key_file=str(tls.key_file) if tls and tls.key_file else None,
-        keepalive_s=broker.keepalive_s,
-    )
+    password = broker.password()
+    return [
+        BrokerEndpoint(
+            host=host,
+            port=port,
+            username=broker.username,
+            password=password,
+            ca_file=str(tls.ca_file) if tls else None,
+            cert_file=str(tls.cert_file) if tls and tls.cert_file else None,
+            key_file=str(tls.key_file) if tls and tls.key_file else None,
+            keepalive_s=broker.keepalive_s,
+        )
+        for host, port in broker.addresses()
+    ]
+
+
+def broker_endpoint(config: DeviceConfig) -> BrokerEndpoint:
+    """The first broker node: the only one without ``broker.endpoints``."""
+    return broker_endpoints(config)[0]
 
 
 class EdgeAgent:
@@ -168,7 +178,7 @@ class EdgeAgent:
         self._min_interval = 1.0 / (config.limits.max_predictions_per_s or float("inf"))
         self._stopped = threading.Event()
         self.link = link or MqttLink(
-            broker_endpoint(config),
+            broker_endpoints(config),
             client_id=f"{config.device_id}-{uuid.uuid4().hex[:8]}",
             will=self._last_will,
             max_inflight=config.broker.max_inflight,

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
 
-from cloud_trainer.fleet.api.deps import FleetContext
+from fastapi import Depends, FastAPI
+
+from cloud_trainer.fleet.api.deps import (
+    OPEN_ROUTES,
+    READ_ROUTES,
+    SAFE_METHODS,
+    FleetContext,
+    authorize,
+    bearer_scheme,
+)
 from cloud_trainer.fleet.api.fleet_routes import router as fleet_router
 from cloud_trainer.fleet.api.guards import RequestGuard
 from cloud_trainer.fleet.api.ops_routes import router as ops_router
-from cloud_trainer.fleet.api.responses import method_not_allowed
+from cloud_trainer.fleet.api.responses import (
+    HTTP_METHODS,
+    Problem,
+    method_not_allowed,
+    refusals,
+)
 
 # Multipart framing around a sample: boundaries and the provenance fields.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -19,6 +33,8 @@ def create_app(context: FleetContext) -> FastAPI:
         title="Fleet service",
         description="Devices, telemetry, predictions, drift alerts, releases and commands.",
         version="1",
+        # On the app, so every route (those added later too) needs a token unless listed open.
+        dependencies=[Depends(bearer_scheme), Depends(authorize)],
     )
     app.state.fleet = context
     app.add_exception_handler(405, method_not_allowed)
@@ -27,6 +43,7 @@ def create_app(context: FleetContext) -> FastAPI:
     from cloud_trainer.fleet.web import mount_dashboard  # web builds on api.deps: import late
 
     mount_dashboard(app, context)
+    _document_access(app)
     settings = context.settings
 
     def limit_for(path: str) -> int:
@@ -45,3 +62,36 @@ def create_app(context: FleetContext) -> FastAPI:
         max_concurrent=settings.max_concurrent_requests,
     )
     return app
+
+
+def _document_access(app: FastAPI) -> None:
+    """The Open API document says what ``authorize`` does: which operations need a token
+    (401 without one) and which an operator's (403 for a viewer); the open ones need none."""
+    generate = app.openapi
+    problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    unauthorized = {**refusals(401)[401], "content": problem}
+    unauthorized.pop("model", None)
+    forbidden = {
+        "description": "The token is a viewer's: it may read but not change the fleet.",
+        "content": problem,
+    }
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("Problem", Problem.model_json_schema())
+        for path, item in schema.get("paths", {}).items():
+            for method, operation in item.items():
+                key = (method.upper(), path)
+                if key[0] not in HTTP_METHODS:
+                    continue
+                if key in OPEN_ROUTES:
+                    operation.pop("security", None)
+                    continue
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("401", unauthorized)
+                if key[0] not in SAFE_METHODS and key not in READ_ROUTES:
+                    responses.setdefault("403", forbidden)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

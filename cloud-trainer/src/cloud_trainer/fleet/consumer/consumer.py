@@ -67,6 +67,9 @@ class ConsumerSettings:
     # restarts. shared: $share/{group}/... splits the load, but Mosquitto does not restore
     # shared subscriptions after its own restart (what is sent before we re-subscribe is lost).
     subscription: Subscription = "plain"
+    # False when device messages come from another source (JetStream): MQTT then carries
+    # only the releases and rollout records.
+    device_channels: bool = True
     queue_max: int = 20_000
     put_timeout_s: float = 5.0
     release_keys: tuple[Ed25519PublicKey, ...] = ()
@@ -118,7 +121,7 @@ class FleetConsumer:
 
     def start(self, timeout: float | None = 10.0) -> None:
         group = self.settings.group
-        for channel in CHANNEL_TYPES:
+        for channel in CHANNEL_TYPES if self.settings.device_channels else ():
             topic_filter = self.tree.fleet_filter(channel)
             if self.settings.subscription == "shared":
                 topic_filter = shared_filter(group, topic_filter)
@@ -167,36 +170,56 @@ class FleetConsumer:
         ack()  # refused for what it is: sending it again would change nothing
 
     def _on_device_message(self, topic: str, payload: bytes, ack: Ack) -> None:
+        received = self.check_device_message(topic, payload, ack)
+        if received is not None:
+            self._enqueue(received, topic)
+
+    def check_device_message(self, topic: str, payload: bytes, ack: Ack) -> Received | None:
+        """The message ready to queue, or None when it was refused (counted, logged and
+        acknowledged); every source of device messages goes through here."""
         try:
             address = self.tree.parse(topic)
         except ProtocolError as e:
             self._reject("bad_topic", topic, str(e), ack)
-            return
+            return None
         channel = address.channel
         if channel is None or channel not in CHANNEL_TYPES:
             self._reject("bad_topic", topic, "not a device channel the fleet consumes", ack)
-            return
+            return None
         self.metrics.inc("fleet_messages_received_total", channel=channel.value)
         decoded = safe_decode(payload)
         if isinstance(decoded, ProtocolError):
             self._reject("malformed", topic, str(decoded), ack)
-            return
+            return None
         if decoded.type not in CHANNEL_TYPES[channel]:
             wrong = f"a {decoded.type} message on the {channel.value} channel"
             self._reject("wrong_channel", topic, wrong, ack)
-            return
+            return None
         if decoded.device_id != address.device:
             mismatch = (
                 f"payload device_id {decoded.device_id!r} sent on the topic of {address.device!r}"
             )
             self._reject("device_mismatch", topic, mismatch, ack)
-            return
+            return None
         if isinstance(decoded, StatusMessage) and decoded.site != address.site:
             mismatch = f"status names site {decoded.site!r}, topic {address.site!r}"
             self._reject("site_mismatch", topic, mismatch, ack)
-            return
+            return None
         assert address.site is not None
-        self._enqueue(Received(Envelope(address.site, decoded, time.time()), ack), topic)
+        return Received(Envelope(address.site, decoded, time.time()), ack)
+
+    @property
+    def queue_room(self) -> int:
+        """How many more messages the ingest queue takes before a put would wait."""
+        return self._queue.maxsize - self._queue.qsize()
+
+    def offer(self, received: Received) -> bool:
+        """Queue a checked message without waiting; False (nothing acknowledged) when full."""
+        try:
+            self._queue.put_nowait(received)
+        except queue.Full:
+            return False
+        return True
 
     def _on_release(self, topic: str, payload: bytes, ack: Ack) -> None:
         if not payload:

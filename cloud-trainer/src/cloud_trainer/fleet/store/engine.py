@@ -8,17 +8,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import StaticPool
 
+from cloud_trainer.fleet.store import partitions
 from cloud_trainer.fleet.store.schema import metadata
 
 log = logging.getLogger(__name__)
 
 _WRITE = "fleet_write"
+# Two service instances starting on one new PostgreSQL database create its tables in turn.
+_SCHEMA_LOCK = 0x7E1E_5C4E
 
 
 class StoreError(RuntimeError):
@@ -78,8 +81,12 @@ def open_engine(url: str) -> Engine:
         with engine.connect() as conn:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
+                if backend == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+                    partitions.prepare(conn)
                 metadata.create_all(conn)
                 add_missing_columns(conn)
+                add_missing_indexes(conn)
     except OperationalError as e:
         engine.dispose()
         where = parsed.render_as_string(hide_password=True)
@@ -116,6 +123,14 @@ def add_missing_columns(conn: Connection) -> None:
                 f"{preparer.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
             )
             log.warning("fleet store: added column %s.%s", table.name, column.name)
+
+
+def add_missing_indexes(conn: Connection) -> None:
+    """Create the indexes added to a table since an older release made it (``create_all``
+    creates a table's indexes only with the table)."""
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 @contextmanager

@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cloud_trainer.fleet.store import queries
+from cloud_trainer.fleet.store import partitions, queries
 from cloud_trainer.fleet.store import schema as t
 from cloud_trainer.fleet.store.engine import open_engine, upsert, write_transaction
 from cloud_trainer.fleet.store.ingest import Envelope, IngestResult, ingest_batch
-from edge_agent.protocol import Command, ReleaseManifest, RolloutRecord
+from edge_agent.protocol import Command, ReleaseManifest, RolloutRecord, TelemetryMessage
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ class FleetStore:
         self.bucket_s = bucket_s
         self.offline_after_s = offline_after_s
         self.engine: Engine = open_engine(url)
+        # PostgreSQL: telemetry partitioned by day (partitions.py); the days known to exist.
+        self.partitioned = self.backend == "postgresql" and self.read(partitions.is_partitioned)
+        self._days: set[int] = set()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -49,8 +52,34 @@ class FleetStore:
     # -- ingestion ----------------------------------------------------------------------
 
     def ingest(self, batch: list[Envelope]) -> IngestResult:
-        with write_transaction(self.engine) as conn:
-            return ingest_batch(conn, batch, self.bucket_s)
+        if not self.partitioned:
+            with write_transaction(self.engine) as conn:
+                return ingest_batch(conn, batch, self.bucket_s)
+        self._ensure_partitions(batch)
+        try:
+            with write_transaction(self.engine) as conn:
+                return ingest_batch(conn, batch, self.bucket_s)
+        except IntegrityError as e:
+            # Another instance's retention dropped a day this one still counted on (a
+            # replayed backlog): recreate it and write the batch again, whole.
+            if "no partition" not in str(e.orig):
+                raise
+            self._days.clear()
+            self._ensure_partitions(batch)
+            with write_transaction(self.engine) as conn:
+                return ingest_batch(conn, batch, self.bucket_s)
+
+    def _ensure_partitions(self, batch: list[Envelope]) -> None:
+        """Today's, tomorrow's and the batch's telemetry days exist, made in a transaction of
+        their own (partition DDL locks the table, briefly)."""
+        days = partitions.days_for(
+            env.message.ts.timestamp() for env in batch if isinstance(env.message, TelemetryMessage)
+        )
+        missing = days - self._days
+        if missing:
+            with write_transaction(self.engine) as conn:
+                partitions.ensure_days(conn, missing)
+            self._days |= missing
 
     def record_release(self, manifest: ReleaseManifest, seen_at: float) -> None:
         """Remember a release manifest; a re-published one (next wave) updates its rollout."""
@@ -215,6 +244,15 @@ class FleetStore:
     ) -> dict[str, int]:
         """Drop time series older than their retention; returns rows deleted per table."""
         removed: dict[str, int] = {}
+        dropped_rows = 0
+        if self.partitioned:
+            # Whole days go by DROP, in a transaction of its own (it locks the table, so
+            # briefly); the DELETE below then touches only the day that straddles the cut-off.
+            with write_transaction(self.engine) as conn:
+                dropped, dropped_rows = partitions.drop_before(conn, now - telemetry_s)
+            self._days = {d for d in self._days if partitions.partition_name(d) not in dropped}
+            if dropped:
+                log.info("retention dropped telemetry partitions %s", ", ".join(dropped))
         with write_transaction(self.engine) as conn:
             for table, column, keep in (
                 (t.telemetry, t.telemetry.c.ts, telemetry_s),
@@ -227,6 +265,7 @@ class FleetStore:
             ):
                 result = conn.execute(delete(table).where(column < now - keep))
                 removed[table.name] = int(result.rowcount)
+            removed["telemetry"] += dropped_rows
         if any(removed.values()):
             log.info("retention pruned %s", removed)
         return removed
@@ -240,6 +279,21 @@ class FleetStore:
                 c, now=now, offline_after_s=self.offline_after_s, **filters
             )
         )
+
+    def device_page(
+        self, limit: int | None, offset: int, now: float | None = None, **filters: Any
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the device listing and how many devices match (one connection)."""
+        now = time.time() if now is None else now
+        kw = {"now": now, "offline_after_s": self.offline_after_s, **filters}
+
+        def page(conn: Connection) -> tuple[list[dict[str, Any]], int]:
+            rows = queries.list_devices(conn, limit=limit, offset=offset, **kw)
+            if limit is None and offset == 0:
+                return rows, len(rows)
+            return rows, queries.count_devices(conn, **kw)
+
+        return self.read(page)
 
     def device(self, device_id: str, now: float | None = None) -> dict[str, Any] | None:
         now = time.time() if now is None else now

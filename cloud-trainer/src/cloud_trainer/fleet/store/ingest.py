@@ -98,6 +98,9 @@ def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> In
         elif isinstance(msg, StreamEventMessage):
             _insert_stream_event(conn, msg, env.received_at)
     if telemetry_rows:
+        # One executemany: SQLAlchemy sends it as multi-row INSERTs on PostgreSQL
+        # ("insertmanyvalues"), SQLite runs it natively; both beat a statement compiled
+        # per batch with thousands of parameters.
         conn.execute(t.telemetry.insert(), telemetry_rows)
     for device_id, (seq, name, version) in sorted(models.items()):
         _set_model(conn, device_id, seq, name, version)
@@ -148,24 +151,36 @@ def _touch_devices(conn: Connection, batch: list[Envelope]) -> None:
         prev = latest.get(env.message.device_id)
         if prev is None or env.received_at > prev[1]:
             latest[env.message.device_id] = (env.site, env.received_at)
-    for device_id, (site, now) in sorted(latest.items()):
-        ins = upsert(conn, t.devices).values(
-            device_id=device_id, site=site, groups=[], first_seen=now, last_seen=now
+    if not latest:
+        return
+    # One multi-row upsert for the batch's devices, in key order (no lock-order deadlocks
+    # between two writers).
+    ins = upsert(conn, t.devices).values(
+        [
+            {
+                "device_id": device_id,
+                "site": site,
+                "groups": [],
+                "first_seen": now,
+                "last_seen": now,
+            }
+            for device_id, (site, now) in sorted(latest.items())
+        ]
+    )
+    last_seen = case(
+        (t.devices.c.last_seen.is_(None), ins.excluded.last_seen),
+        (t.devices.c.last_seen < ins.excluded.last_seen, ins.excluded.last_seen),
+        else_=t.devices.c.last_seen,
+    )
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=[t.devices.c.device_id],
+            set_={
+                "last_seen": last_seen,
+                "first_seen": func.coalesce(t.devices.c.first_seen, ins.excluded.first_seen),
+            },
         )
-        last_seen = case(
-            (t.devices.c.last_seen.is_(None), ins.excluded.last_seen),
-            (t.devices.c.last_seen < ins.excluded.last_seen, ins.excluded.last_seen),
-            else_=t.devices.c.last_seen,
-        )
-        conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=[t.devices.c.device_id],
-                set_={
-                    "last_seen": last_seen,
-                    "first_seen": func.coalesce(t.devices.c.first_seen, ins.excluded.first_seen),
-                },
-            )
-        )
+    )
 
 
 def _set_model(conn: Connection, device_id: str, seq: int, name: str, version: int) -> None:
@@ -242,19 +257,24 @@ def _add_to_bucket(
 def _flush_buckets(
     conn: Connection, buckets: dict[tuple[str, str, int, float, str], list[float]]
 ) -> None:
+    """One multi-row upsert per chunk of buckets, in key order; each key once per statement."""
     b = t.prediction_buckets.c
-    for (device_id, model, version, start, label), agg in sorted(buckets.items()):
-        ins = upsert(conn, t.prediction_buckets).values(
-            device_id=device_id,
-            model_name=model,
-            model_version=version,
-            bucket_start=start,
-            label=label,
-            count=int(agg[0]),
-            confidence_sum=agg[1],
-            latency_sum_ms=agg[2],
-            latency_max_ms=agg[3],
-        )
+    rows = [
+        {
+            "device_id": device_id,
+            "model_name": model,
+            "model_version": version,
+            "bucket_start": start,
+            "label": label,
+            "count": int(agg[0]),
+            "confidence_sum": agg[1],
+            "latency_sum_ms": agg[2],
+            "latency_max_ms": agg[3],
+        }
+        for (device_id, model, version, start, label), agg in sorted(buckets.items())
+    ]
+    for begin in range(0, len(rows), CLAIM_CHUNK):
+        ins = upsert(conn, t.prediction_buckets).values(rows[begin : begin + CLAIM_CHUNK])
         ex = ins.excluded
         conn.execute(
             ins.on_conflict_do_update(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, not_, or_, select
 
 from cloud_trainer.fleet.store import schema as t
 
@@ -24,6 +24,31 @@ def with_presence(device: dict[str, Any], now: float, offline_after_s: float) ->
     return device
 
 
+def _device_filters(
+    *,
+    now: float,
+    offline_after_s: float,
+    site: str | None,
+    kind: str | None,
+    model: str | None,
+    online: bool | None,
+) -> list[ColumnElement[bool]]:
+    """The listing's filters as SQL, ``online`` included (the same rule as with_presence),
+    so that a page is a page of the filtered devices."""
+    d = t.devices.c
+    where: list[ColumnElement[bool]] = []
+    if site is not None:
+        where.append(d.site == site)
+    if kind is not None:
+        where.append(d.kind == kind)
+    if model is not None:
+        where.append(d.model_name == model)
+    if online is not None:
+        is_online = and_(d.last_seen >= now - offline_after_s, d.state.in_(ONLINE_STATES))
+        where.append(is_online if online else or_(d.last_seen.is_(None), not_(is_online)))
+    return where
+
+
 def list_devices(
     conn: Connection,
     *,
@@ -33,19 +58,39 @@ def list_devices(
     kind: str | None = None,
     model: str | None = None,
     online: bool | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
+    """Devices by site then id, from the devices table (each device's summary, kept by
+    ingest) in the order of its (site, device_id) index; ``limit``/``offset`` page it."""
     d = t.devices.c
-    query = select(t.devices).order_by(d.site, d.device_id)
-    if site is not None:
-        query = query.where(d.site == site)
-    if kind is not None:
-        query = query.where(d.kind == kind)
-    if model is not None:
-        query = query.where(d.model_name == model)
-    rows = [with_presence(_dict(r), now, offline_after_s) for r in conn.execute(query)]
-    if online is not None:
-        rows = [r for r in rows if r["online"] is online]
-    return rows
+    where = _device_filters(
+        now=now, offline_after_s=offline_after_s, site=site, kind=kind, model=model, online=online
+    )
+    query = select(t.devices).where(*where).order_by(d.site, d.device_id)
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return [with_presence(_dict(r), now, offline_after_s) for r in conn.execute(query)]
+
+
+def count_devices(
+    conn: Connection,
+    *,
+    now: float,
+    offline_after_s: float,
+    site: str | None = None,
+    kind: str | None = None,
+    model: str | None = None,
+    online: bool | None = None,
+) -> int:
+    """How many devices the listing with these filters holds, all pages together."""
+    where = _device_filters(
+        now=now, offline_after_s=offline_after_s, site=site, kind=kind, model=model, online=online
+    )
+    query = select(func.count()).select_from(t.devices).where(*where)
+    return int(conn.execute(query).scalar_one())
 
 
 def get_device(conn: Connection, device_id: str) -> dict[str, Any] | None:

@@ -40,6 +40,8 @@ devices = Table(
     Column("model_seq", BigInteger, nullable=False, default=-1),
     Column("drift_status", String(16), nullable=False, default="ok"),
     Column("drift_detectors", JSON, nullable=False, default=list),
+    # The device listing's order: pages of GET /api/devices are read from this index.
+    Index("ix_devices_site_device", "site", "device_id"),
 )
 
 # One row per message ever accepted: the store-and-forward de-duplication key.
@@ -52,6 +54,8 @@ received = Table(
     Column("received_at", Float, nullable=False, index=True),
 )
 
+# On PostgreSQL this table is partitioned by day on ``ts`` (see partitions.py), with
+# ``(id, ts)`` as its key; messages are de-duplicated by ``received``, not here.
 telemetry = Table(
     "telemetry",
     metadata,

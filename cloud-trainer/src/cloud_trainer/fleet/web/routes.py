@@ -14,7 +14,13 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from cloud_trainer.fleet.api.deps import Caller, FleetContext
+from cloud_trainer.fleet.api.deps import (
+    DASHBOARD_COOKIE,
+    Caller,
+    FleetContext,
+    Reader,
+    dashboard_cookie,
+)
 from cloud_trainer.fleet.api.responses import refusals
 from cloud_trainer.fleet.web.governance_routes import build_governance_router
 from cloud_trainer.fleet.web.live import LiveFeed
@@ -66,6 +72,9 @@ class Capabilities(BaseModel):
 
 class SignedIn(BaseModel):
     name: str = Field(description="The token's owner.")
+    role: Literal["operator", "viewer"] = Field(
+        description="operator: may change the fleet; viewer: may only read."
+    )
 
 
 class ReleaseSummary(BaseModel):
@@ -114,9 +123,33 @@ def build_router(context: FleetContext, actions: ReleaseActions | None) -> APIRo
         )
 
     @router.post("/session", responses=refusals(401, 503))
-    def sign_in(caller: Caller) -> SignedIn:
-        """Checks a token; the page keeps it in sessionStorage and sends it as a bearer."""
-        return SignedIn(name=caller)
+    def sign_in(caller: Reader, request: Request, response: Response) -> SignedIn:
+        """Checks a token (viewer or operator); the page keeps it in sessionStorage and sends
+        it as a bearer. The cookie set here, derived from the token, serves only what the
+        browser loads without script: the live stream and labelling images."""
+        header = request.headers.get("authorization", "")
+        response.set_cookie(
+            DASHBOARD_COOKIE,
+            dashboard_cookie(header.partition(" ")[2].strip()),
+            path="/api",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return SignedIn(name=caller.name, role=caller.role)
+
+    @router.delete("/session", status_code=204)
+    def sign_out(request: Request) -> Response:
+        """Forgets the dashboard cookie; the page forgets its token itself."""
+        response = Response(status_code=204)
+        response.delete_cookie(
+            DASHBOARD_COOKIE,
+            path="/api",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
 
     @router.get(
         "/events",

@@ -1,12 +1,19 @@
-// Fetches the fleet API; the sign-in token lives in sessionStorage and goes out as a bearer.
+// Fetches the fleet API; the sign-in token lives in sessionStorage and goes out as a bearer
+// on every request (reads need a viewer or operator token, changes an operator's).
 const TOKEN = "fleet.token";
 const NAME = "fleet.name";
+const ROLE = "fleet.role";
 
 export const session = {
   get token() { return sessionStorage.getItem(TOKEN); },
   get name() { return sessionStorage.getItem(NAME); },
-  save(token, name) { sessionStorage.setItem(TOKEN, token); sessionStorage.setItem(NAME, name); },
-  clear() { sessionStorage.removeItem(TOKEN); sessionStorage.removeItem(NAME); },
+  get role() { return sessionStorage.getItem(ROLE); },
+  save(token, name, role) {
+    sessionStorage.setItem(TOKEN, token);
+    sessionStorage.setItem(NAME, name);
+    sessionStorage.setItem(ROLE, role);
+  },
+  clear() { [TOKEN, NAME, ROLE].forEach((key) => sessionStorage.removeItem(key)); },
 };
 
 export class ApiError extends Error {
@@ -26,7 +33,7 @@ function describe(detail) {
 export async function api(path, { method = "GET", body, token } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const bearer = token ?? (method === "GET" ? null : session.token);
+  const bearer = token ?? session.token;
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   let response;
   try {

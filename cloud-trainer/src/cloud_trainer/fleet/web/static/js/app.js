@@ -1,4 +1,6 @@
 // The page shell: hash routes, sign-in, the live event stream and the alert badge.
+// Every read needs a token, so the page asks for one before showing anything; a viewer
+// token shows everything with the action buttons disabled.
 import { api, session } from "./api.js";
 import { el, clear } from "./dom.js";
 import { mountFleet } from "./views/fleet.js";
@@ -12,6 +14,8 @@ const VIEWS = { fleet: mountFleet, device: mountDevice, releases: mountReleases,
 const root = document.getElementById("view");
 let current = null;
 let caps = { release_actions: false, commands: false };
+let live = null;
+const READ_ONLY = "Signed in with a viewer token: it may read but not change the fleet.";
 
 function route() {
   const hash = location.hash.replace(/^#\/?/, "");
@@ -33,11 +37,26 @@ let loginWaiters = [];
 
 function showSession() {
   const name = session.name;
-  document.getElementById("who").textContent = name ? `signed in as ${name}` : "";
+  const viewer = session.role === "viewer";
+  document.getElementById("who").textContent =
+    name ? `signed in as ${name}${viewer ? " (viewer)" : ""}` : "";
   document.getElementById("sign-in").hidden = Boolean(name);
   document.getElementById("sign-out").hidden = !name;
   document.body.classList.toggle("signed-in", Boolean(name));
+  document.body.classList.toggle("viewer", viewer);
+  markReadOnly();
 }
+
+// Action buttons (data-acts) are disabled, with the reason as their title, for a viewer.
+function markReadOnly() {
+  const viewer = session.role === "viewer";
+  root.querySelectorAll("button[data-acts]").forEach((button) => {
+    button.disabled = viewer;
+    if (viewer) button.title = READ_ONLY;
+    else if (button.title === READ_ONLY) button.removeAttribute("title");
+  });
+}
+new MutationObserver(markReadOnly).observe(root, { childList: true, subtree: true });
 
 // Resolves true once signed in (asking for a token if needed), false if the user cancels.
 function requireLogin() {
@@ -54,7 +73,14 @@ function finishLogin(ok) {
   loginWaiters = [];
   waiters.forEach((resolve) => resolve(ok));
   showSession();
-  if (ok && current) current.view.refresh();
+  if (ok) signedIn();
+}
+
+// After a sign-in: the view (until now a prompt) loads, and so do the badge and live stream.
+async function signedIn() {
+  await render();
+  await refreshAlertBadge();
+  connectLive();
 }
 
 document.getElementById("login-form").addEventListener("submit", async (event) => {
@@ -62,7 +88,7 @@ document.getElementById("login-form").addEventListener("submit", async (event) =
   const token = document.getElementById("token").value.trim();
   try {
     const who = await api("/api/session", { method: "POST", token });
-    session.save(token, who.name);
+    session.save(token, who.name, who.role);
     toast(`Signed in as ${who.name}`);
     finishLogin(true);
   } catch (err) {
@@ -73,17 +99,26 @@ document.getElementById("login-form").addEventListener("submit", async (event) =
 document.getElementById("login-cancel").addEventListener("click", () => finishLogin(false));
 login.addEventListener("cancel", () => finishLogin(false));
 document.getElementById("sign-in").addEventListener("click", () => requireLogin());
-document.getElementById("sign-out").addEventListener("click", () => {
+document.getElementById("sign-out").addEventListener("click", async () => {
   session.clear();
+  disconnectLive();
   showSession();
-  if (current) current.view.refresh();
+  await render();
+  try {
+    await api("/api/session", { method: "DELETE", token: "" });  // forgets the live cookie
+  } catch (err) {
+    console.warn("sign out", err);
+  }
 });
 window.addEventListener("fleet:signed-out", () => {
+  disconnectLive();
   showSession();
   toast("The token was refused; sign in again.", "error");
+  render();
 });
 
 async function refreshAlertBadge() {
+  if (!session.token) return;
   try {
     const data = await api("/api/alerts?unacknowledged=true&limit=1000");
     const badge = document.getElementById("alert-badge");
@@ -101,14 +136,29 @@ async function render() {
     a.classList.toggle("active", a.dataset.nav === (r.name === "device" ? "fleet" : r.name));
   });
   clear(root);
-  const ctx = { caps, toast, requireLogin, signedIn: () => Boolean(session.token) };
+  current = null;
+  if (!session.token) {
+    root.append(el("div", { class: "signed-out-note" },
+      el("p", { text: "The fleet's data needs a token: sign in with a viewer or operator token." }),
+      el("button", { type: "button", class: "primary", onclick: () => requireLogin(), text: "Sign in" })));
+    return;
+  }
+  const ctx = {
+    caps, toast, requireLogin,
+    signedIn: () => Boolean(session.token),
+    canAct: () => session.role === "operator",
+  };
   const view = await VIEWS[r.name](root, r, ctx);
   current = { route: r, view };
 }
 
+// EventSource cannot send a bearer header: the stream is authorised by the HttpOnly
+// cookie that signing in sets (derived from the token, valid for the stream and images only).
 function connectLive() {
+  if (live || !session.token) return;
   const indicator = document.getElementById("live");
   const source = new EventSource("/api/events");
+  live = source;
   source.addEventListener("open", () => {
     indicator.textContent = "live";
     indicator.className = "live on";
@@ -127,18 +177,41 @@ function connectLive() {
   }
 }
 
+function disconnectLive() {
+  if (live) live.close();
+  live = null;
+  const indicator = document.getElementById("live");
+  indicator.textContent = "not signed in";
+  indicator.className = "live off";
+}
+
 async function start() {
   try {
     caps = await api("/api/session");
   } catch (err) {
     toast(err.message, "error");
   }
+  if (session.token) {
+    // A reload: check the token again, which also renews the cookie of the live stream.
+    try {
+      const who = await api("/api/session", { method: "POST", token: session.token });
+      session.save(session.token, who.name, who.role);
+    } catch (err) {
+      if (err.status === 401) session.clear();
+      else toast(err.message, "error");
+    }
+  }
   showSession();
   window.addEventListener("hashchange", render);
   await render();
-  await refreshAlertBadge();
-  connectLive();
+  if (session.token) {
+    await refreshAlertBadge();
+    connectLive();
+  } else {
+    disconnectLive();
+  }
   document.body.dataset.ready = "true";
+  if (!session.token) requireLogin();
 }
 
 start();

@@ -50,7 +50,7 @@ export async function mountAlerts(root, route, ctx) {
         el("td", { text: a.summary }),
         el("td", { class: "ack" }, a.acknowledged_at
           ? el("span", { class: "muted", text: `acknowledged by ${a.acknowledged_by}` })
-          : el("button", { type: "button", class: "ack-button", onclick: () => acknowledge(a), text: "Acknowledge" })),
+          : el("button", { type: "button", "data-acts": true, class: "ack-button", onclick: () => acknowledge(a), text: "Acknowledge" })),
       )),
       onlyOpen ? "No open alert." : "No alert yet.",
     ));

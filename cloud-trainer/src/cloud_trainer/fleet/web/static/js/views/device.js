@@ -121,11 +121,11 @@ function actions(device, ctx, onSent) {
   return el(
     "div", { class: "actions" },
     el("label", {}, el("span", { text: "Version" }), version),
-    el("button", { type: "button", id: "pin", class: "primary", onclick: pin, text: "Pin" }),
-    el("button", { type: "button", id: "unpin", onclick: () => send("unpin", {}, "Unpin"), text: "Unpin" }),
-    el("button", { type: "button", id: "device-rollback", class: "danger", onclick: () => send("rollback", {}, "Roll back"), text: "Roll back model" }),
-    el("button", { type: "button", id: "update-check", onclick: () => send("update_check", {}, "Update check"), text: "Check for update" }),
-    ctx.signedIn() ? null : el("span", { class: "muted", text: "Sign in to act on this device." }),
+    el("button", { type: "button", id: "pin", "data-acts": true, class: "primary", onclick: pin, text: "Pin" }),
+    el("button", { type: "button", id: "unpin", "data-acts": true, onclick: () => send("unpin", {}, "Unpin"), text: "Unpin" }),
+    el("button", { type: "button", id: "device-rollback", "data-acts": true, class: "danger", onclick: () => send("rollback", {}, "Roll back"), text: "Roll back model" }),
+    el("button", { type: "button", id: "update-check", "data-acts": true, onclick: () => send("update_check", {}, "Update check"), text: "Check for update" }),
+    ctx.canAct() ? null : el("span", { class: "muted read-only-note", text: "Signed in with a viewer token: commands need an operator token." }),
   );
 }
 

@@ -30,7 +30,7 @@ export async function mountLabelling(root, route, ctx) {
         el("div", { class: "muted", text: `${s.device_id} · ${when(s.captured_at ?? s.received_at)}` }),
         el("div", {}, badge(`model said ${s.label ?? "?"}`, "muted"), " ", badge(s.reason ?? "captured", "warn")),
         el("div", { class: "inline" }, CHOICES.map((c) =>
-          el("button", { type: "button", class: `label-${c}`, onclick: () => label(s, c), text: c })))));
+          el("button", { type: "button", "data-acts": true, class: `label-${c}`, onclick: () => label(s, c), text: c })))));
   }
 
   async function refresh() {

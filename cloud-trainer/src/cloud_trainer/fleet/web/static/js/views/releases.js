@@ -59,7 +59,7 @@ function promoteControl(r, ctx, done) {
   if (!wider.length) return el("span", { class: "muted", text: "reaches the whole fleet" });
   const select = el("select", { class: "promote-percent", "aria-label": "Widen to" },
     wider.map((p) => el("option", { value: p, text: `${p}%` })));
-  const button = el("button", { type: "button", class: "primary promote", text: "Promote" });
+  const button = el("button", { type: "button", "data-acts": true, class: "primary promote", text: "Promote" });
   button.addEventListener("click", () =>
     act(ctx, "Promoted", `/api/releases/${encodeURIComponent(r.release_id)}/promote`,
       { percent: Number(select.value) }, done)());
@@ -72,7 +72,7 @@ function rollbackControl(model, releases, ctx, done) {
   if (!earlier.length) return el("span", { class: "muted", text: "no earlier version to restore" });
   const select = el("select", { class: "rollback-version", "aria-label": "Version to restore" },
     earlier.map((v) => el("option", { value: v, text: `v${v}` })));
-  const button = el("button", { type: "button", class: "danger rollback", text: "Roll back" });
+  const button = el("button", { type: "button", "data-acts": true, class: "danger rollback", text: "Roll back" });
   button.addEventListener("click", () => {
     if (!window.confirm(`Release ${model} v${select.value} to every device again?`)) return;
     act(ctx, "Rolled back", `/api/models/${encodeURIComponent(model)}/rollback`,

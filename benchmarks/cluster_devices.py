@@ -1,0 +1,224 @@
+"""Simulated devices for the broker cluster benchmark: one MQTT session each, failing over.
+
+Each process holds ``count`` devices, every one its own MQTT 3.1.1 session driven from one
+selector loop (no thread per device), sending one QoS 1 message a second at its own phase
+(nine predictions, then a telemetry). Device ``i`` starts on endpoint ``i mod n``; when its
+connection drops (its node was killed) it reconnects to the next endpoint after a jittered
+back-off, the way the agent does, and sends again everything the broker had not acknowledged
+(receivers drop the duplicates by seq). What the broker acknowledged is reported per
+``(device_id, seq)`` so the benchmark can count what was acknowledged and never stored.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import selectors
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud_trainer.fleet.sim import SimulatedDevice
+from edge_agent.protocol import Channel, DeviceKind, TopicTree, encode
+
+Pending = tuple[str, bytes, int]  # topic, payload, seq
+
+
+@dataclass
+class Device:
+    """One simulated device: its message source, its connection, what awaits a PUBACK."""
+
+    sim: SimulatedDevice
+    client_id: str
+    topics: tuple[str, str]
+    endpoints: list[tuple[str, int]]
+    endpoint_index: int
+    client: paho.Client | None = None
+    fd: int | None = None  # the socket registered with the selector
+    connected: bool = False
+    lost_at: float | None = None
+    retry_at: float = 0.0
+    failovers: int = 0
+    in_flight: dict[int, Pending] = field(default_factory=dict)
+    backlog: list[Pending] = field(default_factory=list)
+    acked: list[int] = field(default_factory=list)
+
+
+class DeviceSlice:
+    """The devices of one process and their selector loop."""
+
+    def __init__(
+        self, endpoints: list[tuple[str, int]], root: str, first: int, count: int, seed: int = 0
+    ) -> None:
+        tree = TopicTree(root)
+        self.selector = selectors.DefaultSelector()
+        self.rng = random.Random(seed + first)
+        self.devices: list[Device] = []
+        self.reconnect_s: list[float] = []  # connection lost -> CONNACK on the next node
+        for i in range(first, first + count):
+            sim = SimulatedDevice(f"sim-{i:05d}", f"site-{i % 10}", DeviceKind.CAMERA, seed=i)
+            self.devices.append(
+                Device(
+                    sim=sim,
+                    client_id=f"{root}-dev-{i}",
+                    topics=(
+                        tree.device(sim.site, sim.device_id, Channel.PREDICTIONS),
+                        tree.device(sim.site, sim.device_id, Channel.TELEMETRY),
+                    ),
+                    endpoints=endpoints,
+                    endpoint_index=i % len(endpoints),
+                )
+            )
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _connect(self, device: Device) -> None:
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=device.client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+
+        def on_connect(_c: paho.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
+            if rc.is_failure:
+                return
+            device.connected = True
+            if device.lost_at is not None:
+                self.reconnect_s.append(time.monotonic() - device.lost_at)
+                device.lost_at = None
+            # Everything not acknowledged on the old connection goes again, in order.
+            again = sorted(device.in_flight.values(), key=lambda p: p[2]) + device.backlog
+            device.in_flight.clear()
+            device.backlog.clear()
+            for pending in again:
+                self._send(device, pending)
+
+        def on_publish(_c: paho.Client, _u: object, mid: int, _rc: object, _p: object) -> None:
+            pending = device.in_flight.pop(mid, None)
+            if pending is not None:
+                device.acked.append(pending[2])
+
+        def on_disconnect(_c: paho.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
+            self._lost(device)
+
+        client.on_connect = on_connect
+        client.on_publish = on_publish
+        client.on_disconnect = on_disconnect
+        host, port = device.endpoints[device.endpoint_index]
+        device.client = client
+        try:
+            client.connect(host, port, keepalive=30)
+        except OSError:
+            self._lost(device)
+            return
+        sock = client.socket()
+        if sock is not None:
+            device.fd = sock.fileno()
+            self.selector.register(device.fd, selectors.EVENT_READ, device)
+
+    def _lost(self, device: Device) -> None:
+        client = device.client
+        if client is None:
+            return
+        device.client = None
+        device.connected = False
+        if device.lost_at is None:
+            device.lost_at = time.monotonic()
+        if device.fd is not None:
+            # By file number: paho may have closed the socket already (the number is free
+            # for the next connection, so it must leave the selector now).
+            try:
+                self.selector.unregister(device.fd)
+            except (KeyError, ValueError):
+                pass
+            device.fd = None
+        try:
+            client.disconnect()
+        except Exception:  # noqa: BLE001 - a dead socket may refuse even the goodbye
+            pass
+        device.endpoint_index = (device.endpoint_index + 1) % len(device.endpoints)
+        device.failovers += 1
+        device.retry_at = time.monotonic() + self.rng.uniform(0.2, 1.0)
+
+    def _send(self, device: Device, pending: Pending) -> None:
+        client = device.client
+        if client is None or not device.connected:
+            device.backlog.append(pending)
+            return
+        info = client.publish(pending[0], pending[1], qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            device.backlog.append(pending)
+            self._lost(device)
+            return
+        device.in_flight[info.mid] = pending
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, start_at: float, seconds: float, drain_s: float = 30.0) -> dict[str, Any]:
+        for device in self.devices:
+            self._connect(device)
+        count = len(self.devices)
+        due = [(start_at + k / count, k) for k in range(count)]  # phases spread evenly
+        heapq.heapify(due)
+        end = start_at + seconds
+        sent = 0
+        misc_at = 0.0
+        while True:
+            now = time.time()
+            busy = any(d.in_flight or d.backlog for d in self.devices)
+            if now >= end and not busy:
+                break
+            if now >= end + drain_s:
+                break  # what was never acknowledged is reported as such
+            while due and due[0][0] <= now and now < end:
+                at, k = heapq.heappop(due)
+                device = self.devices[k]
+                telemetry = device.sim.seq % 10 == 9
+                message = device.sim.telemetry() if telemetry else device.sim.prediction()
+                self._send(device, (device.topics[telemetry], encode(message), device.sim.seq))
+                sent += 1
+                heapq.heappush(due, (at + 1.0, k))
+            wait = min(0.05, max(0.0, due[0][0] - time.time())) if now < end and due else 0.05
+            for key, _mask in self.selector.select(timeout=wait):
+                device = key.data
+                if device.client is not None and device.client.loop_read() != 0:
+                    self._lost(device)
+            mono = time.monotonic()
+            if mono - misc_at > 0.2:
+                misc_at = mono
+                for device in self.devices:
+                    client = device.client
+                    if client is None:
+                        if mono >= device.retry_at:
+                            self._connect(device)
+                        continue
+                    if (client.want_write() and client.loop_write() != 0) or client.loop_misc() != 0:
+                        self._lost(device)
+        for device in self.devices:
+            if device.client is not None:
+                device.client.disconnect()
+        return {
+            "sent": sent,
+            "acked": {d.sim.device_id: d.acked for d in self.devices},
+            "unacked": sum(len(d.in_flight) + len(d.backlog) for d in self.devices),
+            "failovers": sum(d.failovers for d in self.devices),
+            "reconnect_s": self.reconnect_s,
+        }
+
+
+def device_worker(
+    endpoints: list[tuple[str, int]],
+    root: str,
+    first: int,
+    count: int,
+    start_at: float,
+    seconds: float,
+    out: Connection,
+) -> None:
+    """Process entry point: run one slice and send its report through ``out``."""
+    out.send(DeviceSlice(endpoints, root, first, count).run(start_at, seconds))
