@@ -62,7 +62,12 @@ def fill(store: FleetStore, devices: int, hours: float) -> int:
 
 
 def load(
-    base_url: str, path: str, params: dict[str, Any], users: int, seconds: float
+    base_url: str,
+    path: str,
+    params: dict[str, Any],
+    users: int,
+    seconds: float,
+    token: str = TOKEN,
 ) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
@@ -73,7 +78,7 @@ def load(
         nonlocal errors
         mine: list[float] = []
         bad = 0
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
             http.get(path, params=params)  # warm the connection
             while time.monotonic() < stop_at:

@@ -11,6 +11,7 @@ back-off, the way the agent does, and sends again everything the broker had not 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import selectors
@@ -46,6 +47,7 @@ class Device:
     in_flight: dict[int, Pending] = field(default_factory=dict)
     backlog: list[Pending] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
+    sent_at: dict[int, float] = field(default_factory=dict)  # seq -> first sent (wall clock)
 
 
 class DeviceSlice:
@@ -132,15 +134,12 @@ class DeviceSlice:
         if device.fd is not None:
             # By file number: paho may have closed the socket already (the number is free
             # for the next connection, so it must leave the selector now).
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(device.fd)
-            except (KeyError, ValueError):
-                pass
             device.fd = None
-        try:
+        # A dead socket may refuse even the goodbye.
+        with contextlib.suppress(Exception):
             client.disconnect()
-        except Exception:  # noqa: BLE001 - a dead socket may refuse even the goodbye
-            pass
         device.endpoint_index = (device.endpoint_index + 1) % len(device.endpoints)
         device.failovers += 1
         device.retry_at = time.monotonic() + self.rng.uniform(0.2, 1.0)
@@ -180,7 +179,8 @@ class DeviceSlice:
                 device = self.devices[k]
                 telemetry = device.sim.seq % 10 == 9
                 message = device.sim.telemetry() if telemetry else device.sim.prediction()
-                self._send(device, (device.topics[telemetry], encode(message), device.sim.seq))
+                device.sent_at[message.seq] = now
+                self._send(device, (device.topics[telemetry], encode(message), message.seq))
                 sent += 1
                 heapq.heappush(due, (at + 1.0, k))
             wait = min(0.05, max(0.0, due[0][0] - time.time())) if now < end and due else 0.05
@@ -197,7 +197,8 @@ class DeviceSlice:
                         if mono >= device.retry_at:
                             self._connect(device)
                         continue
-                    if (client.want_write() and client.loop_write() != 0) or client.loop_misc() != 0:
+                    wrote = not client.want_write() or client.loop_write() == 0
+                    if not wrote or client.loop_misc() != 0:
                         self._lost(device)
         for device in self.devices:
             if device.client is not None:
@@ -205,6 +206,7 @@ class DeviceSlice:
         return {
             "sent": sent,
             "acked": {d.sim.device_id: d.acked for d in self.devices},
+            "sent_at": {d.sim.device_id: d.sent_at for d in self.devices},
             "unacked": sum(len(d.in_flight) + len(d.backlog) for d in self.devices),
             "failovers": sum(d.failovers for d in self.devices),
             "reconnect_s": self.reconnect_s,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -83,20 +84,35 @@ def server_errors(base_url: str, headers: dict[str, str] | None = None) -> list[
         if not isinstance(result, Ok):
             found.append(f"invalid operation in the schema: {result.err()}")
             continue
-        operation = result.ok()
-
-        @EXAMPLES
-        @given(case=operation.as_strategy())
-        def call(case: schemathesis.Case) -> None:
-            response = case.call(headers=headers, timeout=30)
-            if response.status_code >= 500 and response.status_code != 503:
-                found.append(
-                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                    f"{response.text[:200]}"
-                )
-
-        call()
+        found.extend(_fuzz(result.ok(), headers))
     return found
+
+
+def _fuzz(operation: Any, headers: dict[str, str] | None) -> list[str]:
+    found: list[str] = []
+    # An event stream runs until the client leaves: read it for a few seconds (its status
+    # and first events are what can go wrong), then hang up; it takes no parameters to vary.
+    stream = _streams(operation.definition.raw)
+    timeout = (30.0, 3.0) if stream else 30.0
+
+    @settings(EXAMPLES, max_examples=5 if stream else EXAMPLES.max_examples)
+    @given(case=operation.as_strategy())
+    def call(case: schemathesis.Case) -> None:
+        response = case.call(headers=headers, timeout=timeout)
+        if response.status_code >= 500 and response.status_code != 503:
+            found.append(
+                f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                f"{response.text[:200]}"
+            )
+
+    call()
+    return found
+
+
+def _streams(definition: dict[str, Any]) -> bool:
+    """Whether an operation answers with a server-sent event stream."""
+    responses = definition.get("responses", {}).values()
+    return any("text/event-stream" in (r.get("content") or {}) for r in responses)
 
 
 def test_local_api_never_answers_5xx(agent_api: str) -> None:
@@ -137,7 +153,7 @@ def test_predict_refuses_any_bad_body_with_a_4xx(
 
 def test_services_still_serve_after_the_fuzzing(agent_api: str, fleet_api: str) -> None:
     assert httpx.get(f"{agent_api}/model", timeout=10).status_code == 200
-    assert httpx.get(f"{fleet_api}/api/devices", timeout=10).status_code == 200
+    assert httpx.get(f"{fleet_api}/api/devices", headers=AUTH, timeout=10).status_code == 200
 
 
 @pytest.fixture
