@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from cloud_trainer.fleet.service import FleetService
-from cloud_trainer.fleet.settings import FleetSettings, parse_tokens
 from cloud_trainer.fleet.sim import SimulatedFleet
-from cloud_trainer.fleet.store import sqlite_url
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.protocol import UpdateState, encode
+from tests.support.fleet_service import fleet_settings
 from tests.support.samples import sample_manifest
 
 pytestmark = pytest.mark.integration
@@ -34,15 +33,12 @@ def running(
 ) -> Iterator[tuple[FleetService, SimulatedFleet]]:
     workdir = tmp_path_factory.mktemp("fleet-api")
     root = f"api{uuid.uuid4().hex[:6]}"
-    settings = FleetSettings(
-        database_url=sqlite_url(workdir / "fleet.db"),
-        broker_host=mosquitto.host,
-        broker_port=mosquitto.port,
-        root=root,
-        http_port=0,
-        api_tokens=parse_tokens(f"operator={TOKEN}"),
-        viewer_tokens=parse_tokens(f"reader={VIEWER}"),
-        samples_dir=workdir / "samples",
+    settings = fleet_settings(
+        mosquitto,
+        workdir,
+        root,
+        operators=f"operator={TOKEN}",
+        viewers=f"reader={VIEWER}",
         max_sample_bytes=64 * 1024,
         max_concurrent_requests=4,
     )

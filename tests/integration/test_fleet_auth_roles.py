@@ -25,6 +25,7 @@ from cloud_trainer.fleet.sim import SimulatedFleet
 from cloud_trainer.fleet.store import sqlite_url
 from cloud_trainer.release.fleet_client import FleetClient, FleetUnavailable
 from cloud_trainer.stack.mosquitto import MosquittoBroker
+from tests.support.fleet_service import fleet_settings
 
 pytestmark = pytest.mark.integration
 
@@ -66,15 +67,8 @@ def service(
 ) -> Iterator[FleetService]:
     workdir = tmp_path_factory.mktemp("fleet-roles")
     root = f"roles{uuid.uuid4().hex[:6]}"
-    settings = FleetSettings(
-        database_url=sqlite_url(workdir / "fleet.db"),
-        broker_host=mosquitto.host,
-        broker_port=mosquitto.port,
-        root=root,
-        http_port=0,
-        api_tokens=parse_tokens(f"operator={OPERATOR}"),
-        viewer_tokens=parse_tokens(f"wallboard={VIEWER}"),
-        samples_dir=workdir / "samples",
+    settings = fleet_settings(
+        mosquitto, workdir, root, operators=f"operator={OPERATOR}", viewers=f"wallboard={VIEWER}"
     )
     running = FleetService(settings).start()
     fleet = SimulatedFleet.build(running.consumer.link.endpoint, root, cameras=1, stations=0)

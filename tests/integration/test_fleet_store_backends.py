@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cloud_trainer.fleet.sim import SimulatedDevice
-from cloud_trainer.fleet.store import Envelope, FleetStore, StoreError, queries, sqlite_url
+from cloud_trainer.fleet.store import Envelope, FleetStore, StoreError, queries
 from edge_agent.protocol import DeviceKind, MessageBase, UpdateState
-from tests.support.postgres import fresh_database
+from tests.support.postgres import postgres_url, store_url
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """A database of the test's own on the session's PostgreSQL, dropped afterwards."""
-    with fresh_database(postgres_admin_url) as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return sqlite_url(tmp_path / "fleet.db")
-    return str(request.getfixturevalue("postgres_url"))
+__all__ = ["postgres_url", "store_url"]
 
 
 def _traffic(now: float) -> list[Envelope]:

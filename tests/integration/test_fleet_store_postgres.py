@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -16,32 +15,20 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from cloud_trainer.fleet.service import FleetService
-from cloud_trainer.fleet.settings import FleetSettings, parse_tokens
 from cloud_trainer.fleet.sim import SimulatedDevice
-from cloud_trainer.fleet.store import Envelope, FleetStore, queries, sqlite_url
+from cloud_trainer.fleet.store import Envelope, FleetStore, queries
 from cloud_trainer.fleet.store import partitions as parts
 from cloud_trainer.fleet.store.schema import metadata
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.protocol import DeviceKind, MessageBase
-from tests.support.postgres import fresh_database
+from tests.support.fleet_service import fleet_settings
+from tests.support.postgres import postgres_url, store_url
 
 pytestmark = pytest.mark.integration
 
 DAY = 86400.0
 TOKEN = "operator-token-0123456789"
-
-
-@pytest.fixture
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    with fresh_database(postgres_admin_url) as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return sqlite_url(tmp_path / "fleet.db")
-    return str(request.getfixturevalue("postgres_url"))
+__all__ = ["postgres_url", "store_url"]
 
 
 def _telemetry_at(device: SimulatedDevice, when: datetime) -> MessageBase:
@@ -282,14 +269,9 @@ def test_device_listing_pages_cover_every_device_once(store_url: str) -> None:
 def test_the_devices_endpoint_pages_and_keeps_its_shape(
     store_url: str, mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
-    settings = FleetSettings(
-        database_url=store_url,
-        broker_host=mosquitto.host,
-        broker_port=mosquitto.port,
-        root=f"pg{int(time.time() * 1000) % 10**8}",
-        http_port=0,
-        api_tokens=parse_tokens(f"operator={TOKEN}"),
-        samples_dir=tmp_path / "samples",
+    root = f"pg{int(time.time() * 1000) % 10**8}"
+    settings = fleet_settings(
+        mosquitto, tmp_path, root, operators=f"operator={TOKEN}", database_url=store_url
     )
     service = FleetService(settings).start()
     try:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+
+from cloud_trainer.stack import process
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +32,9 @@ class BrokerUnavailable(RuntimeError):
 
 def find_mosquitto() -> str:
     """Path of the mosquitto binary, or BrokerUnavailable saying how to install it."""
-    found = shutil.which("mosquitto") or next((p for p in _SEARCH if os.access(p, os.X_OK)), None)
-    if found is None:
-        raise BrokerUnavailable(
-            "mosquitto is not installed: install the Debian package 'mosquitto' "
-            "(apt-get install mosquitto mosquitto-clients)"
-        )
-    return found
+    return process.find_binary(
+        "mosquitto", _SEARCH, BrokerUnavailable, "apt-get install mosquitto mosquitto-clients"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -50,7 +44,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @dataclass
-class MosquittoBroker:
+class MosquittoBroker(process.Service):
     """A Mosquitto process with its own config in a temporary directory.
 
     Anonymous by default; pass ``extra_config`` lines (password_file, acl_file, TLS
@@ -116,36 +110,26 @@ class MosquittoBroker:
         if self.port == 0:
             self.port = free_port(self.host)
         self._write_config()
-        log_file = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            [binary, "-c", str(self.config_path)],
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-        log_file.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+        proc = self._proc = process.spawn([binary, "-c", str(self.config_path)], self.log_path)
+
+        def exited() -> None:
+            if proc.poll() is not None:
                 raise BrokerUnavailable(
-                    f"mosquitto exited with code {self._proc.returncode}: {self.tail_log()}"
+                    f"mosquitto exited with code {proc.returncode}: {self.tail_log()}"
                 )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    log.info("mosquitto listening on %s:%s", self.host, self.port)
-                    return self
-            except OSError:
-                time.sleep(0.05)
+
+        if process.wait_until(
+            lambda: process.port_open(self.host, self.port), timeout, check=exited, interval=0.05
+        ):
+            log.info("mosquitto listening on %s:%s", self.host, self.port)
+            return self
         self.stop()
         raise BrokerUnavailable(
             f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s"
         )
 
     def tail_log(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return process.tail_log(self.log_path, lines)
 
     @property
     def running(self) -> bool:
@@ -153,20 +137,12 @@ class MosquittoBroker:
 
     def stop(self) -> None:
         """Terminate the broker (kill it if it does not stop within 5 s)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        process.stop_process(self._proc, 5)
         self._proc = None
 
     def kill(self) -> None:
         """Kill -9, as a power cut or a crash would."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(5)
+        process.kill_process(self._proc, 5)
         self._proc = None
 
     def restart(self, timeout: float = 10.0) -> MosquittoBroker:
@@ -179,14 +155,3 @@ class MosquittoBroker:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> MosquittoBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -2,28 +2,22 @@
 
 The clustered broker tier: devices reach any node over MQTT 3.1.1, the fleet's consumers read
 a replicated JetStream stream that captures the device subjects (``fleet.jetstream``). Used
-by the tests, the cluster benchmark and ``cloud-trainer fleet nats-cluster`` for a local try;
-a production cluster runs the same per-node configuration (:func:`node_config`) on its own
-machines.
+by the tests and ``benchmarks/bench_fleet_cluster.py``; a production cluster runs the same
+per-node configuration (:func:`node_config`) on its own machines.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
+from cloud_trainer.stack import process
 from cloud_trainer.stack.mosquitto import MAX_PACKET_BYTES, free_port
 
 log = logging.getLogger(__name__)
@@ -38,13 +32,12 @@ class ClusterUnavailable(RuntimeError):
 
 def find_nats_server() -> str:
     """Path of the nats-server binary, or ClusterUnavailable saying how to install it."""
-    found = shutil.which("nats-server") or next((p for p in _SEARCH if os.access(p, os.X_OK)), None)
-    if found is None:
-        raise ClusterUnavailable(
-            "nats-server is not installed: install the Debian package 'nats-server' "
-            "(apt-get install nats-server; 2.9 or newer, with JetStream and MQTT)"
-        )
-    return found
+    return process.find_binary(
+        "nats-server",
+        _SEARCH,
+        ClusterUnavailable,
+        "apt-get install nats-server; 2.9 or newer, with JetStream and MQTT",
+    )
 
 
 @dataclass
@@ -102,7 +95,7 @@ def node_config(node: NatsNode, peers: list[NatsNode], host: str = "127.0.0.1") 
 
 
 @dataclass
-class NatsCluster:
+class NatsCluster(process.Service):
     """Three (or ``size``) nats-server processes forming one cluster in a temporary folder."""
 
     size: int = 3
@@ -166,14 +159,7 @@ class NatsCluster:
         return self
 
     def _spawn(self, binary: str, node: NatsNode) -> None:
-        log_file = node.log_path.open("ab")
-        node.proc = subprocess.Popen(
-            [binary, "-c", str(node.config_path)],
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-        log_file.close()
+        node.proc = process.spawn([binary, "-c", str(node.config_path)], node.log_path)
 
     def _monitor(self, node: NatsNode, path: str) -> dict[str, object] | None:
         url = f"http://{self.host}:{node.monitor_port}{path}"
@@ -183,6 +169,19 @@ class NatsCluster:
                 return body if isinstance(body, dict) else None
         except (OSError, urllib.error.URLError, ValueError):
             return None
+
+    def stream_leader(self, stream: str) -> int | None:
+        """Index of the node that leads ``stream`` (the one whose loss forces an election)."""
+        for node in self.nodes:
+            found = self._monitor(node, "/jsz?streams=true")
+            accounts = found.get("account_details") if found else None
+            for account in accounts if isinstance(accounts, list) else []:
+                for detail in account.get("stream_detail") or []:
+                    leader = (detail.get("cluster") or {}).get("leader")
+                    if detail.get("name") == stream and leader:
+                        names = [n.name for n in self.nodes]
+                        return names.index(leader) if leader in names else None
+        return None
 
     def node_ready(self, node: NatsNode, strict: bool = True) -> bool:
         """Routes to every other running node, JetStream healthy, MQTT port accepting.
@@ -200,29 +199,27 @@ class NatsCluster:
         others = sum(1 for n in self.nodes if n is not node and n.running)
         if routez is None or int(str(routez.get("num_routes", 0))) < others:
             return False
-        try:
-            with socket.create_connection((self.host, node.mqtt_port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        return process.port_open(self.host, node.mqtt_port)
 
     def wait_ready(
         self, timeout: float = 30.0, nodes: list[NatsNode] | None = None, strict: bool = True
     ) -> None:
         """Wait until every running node (or ``nodes``) is ready; ClusterUnavailable if not."""
         wanted = nodes if nodes is not None else [n for n in self.nodes if n.running]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def exited() -> None:
             for node in wanted:
                 if node.proc is not None and node.proc.poll() is not None:
                     raise ClusterUnavailable(
                         f"nats-server {node.name} exited with code {node.proc.returncode}: "
                         f"{self.tail_log(node)}"
                     )
-            if all(self.node_ready(n, strict) for n in wanted):
-                log.info("NATS cluster ready: %s", ", ".join(self.nats_urls))
-                return
-            time.sleep(0.1)
+
+        if process.wait_until(
+            lambda: all(self.node_ready(n, strict) for n in wanted), timeout, check=exited
+        ):
+            log.info("NATS cluster ready: %s", ", ".join(self.nats_urls))
+            return
         raise ClusterUnavailable(
             f"the NATS cluster did not become ready in {timeout:.0f} s: "
             + "; ".join(f"{n.name}: {self.tail_log(n)}" for n in wanted)
@@ -230,10 +227,7 @@ class NatsCluster:
 
     def kill(self, index: int) -> None:
         """SIGKILL one node (a power cut for that machine); its store stays on disk."""
-        node = self.nodes[index]
-        if node.proc is not None and node.proc.poll() is None:
-            os.killpg(node.proc.pid, signal.SIGKILL)
-            node.proc.wait(10)
+        process.kill_process(self.nodes[index].proc, 10, group=True)
 
     def restart(self, index: int, timeout: float = 30.0) -> None:
         """Start a killed or stopped node again with its store; waits until it is ready."""
@@ -244,15 +238,7 @@ class NatsCluster:
         self.wait_ready(timeout, nodes=[node], strict=False)
 
     def stop_node(self, index: int, timeout: float = 10.0) -> None:
-        node = self.nodes[index]
-        if node.proc is None or node.proc.poll() is not None:
-            return
-        node.proc.terminate()
-        try:
-            node.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.proc.pid, signal.SIGKILL)
-            node.proc.wait(5)
+        process.stop_process(self.nodes[index].proc, timeout, group=True)
 
     def stop(self) -> None:
         for i in range(len(self.nodes)):
@@ -261,20 +247,9 @@ class NatsCluster:
             self._tmp.cleanup()
             self._tmp = None
 
-    def tail_log(self, node: NatsNode, lines: int = 5) -> str:
-        try:
-            text = node.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:]) or "(empty log)"
-
-    def __enter__(self) -> NatsCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """The same as :meth:`stop` (the end of a ``with`` block)."""
         self.stop()
+
+    def tail_log(self, node: NatsNode, lines: int = 5) -> str:
+        return process.tail_log(node.log_path, lines, " | ")

@@ -15,10 +15,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 
+from cloud_trainer.stack import process
 from cloud_trainer.stack.mosquitto import free_port
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def find_postgres_bin() -> Path:
     )
 
 
-class PostgresServer:
+class PostgresServer(process.Service):
     """A throwaway PostgreSQL cluster: ``with PostgresServer() as pg: FleetStore(pg.url)``.
 
     PostgreSQL refuses to run as root, so when started by root the cluster is owned by and
@@ -153,8 +152,7 @@ class PostgresServer:
         ]
         for name, value in self.settings.items():
             args += ["-c", f"{name}={value}"]
-        with open(self.log_path, "wb") as out:
-            self._proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        self._proc = process.spawn(args, self.log_path, new_session=False)
         try:
             self._wait_ready(timeout_s)
         except PostgresUnavailable:
@@ -166,22 +164,29 @@ class PostgresServer:
     def _wait_ready(self, timeout_s: float) -> None:
         import psycopg
 
-        assert self._proc is not None
-        deadline = time.monotonic() + timeout_s
+        proc = self._proc
+        assert proc is not None
         last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+
+        def exited() -> None:
+            if proc.poll() is not None:
                 raise PostgresUnavailable(
-                    f"postgres exited with {self._proc.returncode}: {self._log_tail()}"
+                    f"postgres exited with {proc.returncode}: {self._log_tail()}"
                 )
+
+        def accepts() -> bool:
+            nonlocal last
             try:
                 conninfo = f"host={self.host} port={self.port} user=postgres dbname=postgres"
                 with psycopg.connect(conninfo, connect_timeout=2) as conn:
                     conn.execute("SELECT 1")
-                return
+                return True
             except psycopg.OperationalError as e:
                 last = e
-                time.sleep(0.1)
+                return False
+
+        if process.wait_until(accepts, timeout_s, check=exited):
+            return
         raise PostgresUnavailable(
             f"postgres did not accept connections within {timeout_s:.0f} s ({last}): "
             f"{self._log_tail()}"
@@ -195,24 +200,8 @@ class PostgresServer:
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # fast shutdown: clients are disconnected
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        # SIGINT: a fast shutdown, clients are disconnected.
+        process.stop_process(proc, 30, sig=signal.SIGINT, kill_wait=10)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -221,6 +221,8 @@ class JetStreamSource:
             log.warning("durable %s kept with its own settings: %s", self.settings.durable, e)
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Pull until stopped. Nothing ends this loop but ``stop()``: an unattended service
+        whose source died would look healthy while the stream grew."""
         assert self._stopping is not None
         batch = self.settings.fetch_batch
         delay = 0.1
@@ -230,17 +232,18 @@ class JetStreamSource:
                 continue
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+                for msg in msgs:
+                    await self._take(msg)
+            # nats-py raises its own TimeoutError, or a bare one while reconnecting.
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
-            except nats.errors.Error as e:
+            except Exception as e:  # noqa: BLE001 - logged, counted, retried with back-off
                 self.metrics.inc("fleet_jetstream_errors_total")
-                log.warning("JetStream pull failed, retrying in %.1fs: %s", delay, e)
+                log.warning("JetStream pull failed, retrying in %.1fs: %r", delay, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
-            for msg in msgs:
-                await self._take(msg)
 
     async def _take(self, msg: Msg) -> None:
         sequence = msg.metadata.sequence.stream
