@@ -93,7 +93,6 @@ class FleetProcess:
         tokens.write_text(f"bench={OPERATOR}\n")
         viewers = workdir / "viewers"
         viewers.write_text(f"viewer={VIEWER}\n")
-        host, port = cluster.mqtt_endpoints[0]
         cli = str(Path(sys.executable).with_name("cloud-trainer"))
         self.log_path = workdir / f"{name}.log"
         self._log = self.log_path.open("wb")
@@ -109,7 +108,7 @@ class FleetProcess:
                 "--nats",
                 ",".join(cluster.nats_urls),
                 "--broker",
-                f"{host}:{port}",
+                ",".join(f"{host}:{port}" for host, port in cluster.mqtt_endpoints),
                 "--db",
                 db_url,
                 "--root",
@@ -290,6 +289,8 @@ def node_loss(
         "lost_devices_first_node": _first_nodes(lost, len(cluster.nodes)),
         "duplicates_stored": store.duplicates(),
         "failovers": sum(r["failovers"] for r in reports),
+        "resent": sum(r["resent"] for r in reports),
+        "resend_commands": sum(r["resend_commands"] for r in reports),
         "reconnect_median_s": statistics.median(reconnects) if reconnects else None,
         "reconnect_max_s": reconnects[-1] if reconnects else None,
         "node_down_s": returned_at - killed_at,

@@ -5,17 +5,22 @@ selector loop (no thread per device), sending one QoS 1 message a second at its 
 (nine predictions, then a telemetry). Device ``i`` starts on endpoint ``i mod n``; when its
 connection drops (its node was killed) it reconnects to the next endpoint after a jittered
 back-off, the way the agent does, and sends again everything the broker had not acknowledged
-(receivers drop the duplicates by seq). What the broker acknowledged is reported per
-``(device_id, seq)`` so the benchmark can count what was acknowledged and never stored.
+(receivers drop the duplicates by seq). Like the agent it keeps what the broker acknowledged
+in the last ``RESEND_WINDOW_S`` and sends that again after a reconnection and when the fleet
+asks (a ``resend`` command on its ``cmd`` topic, with ``within_s``). What the broker
+acknowledged is reported per ``(device_id, seq)`` so the benchmark can count what was
+acknowledged and never stored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import json
 import random
 import selectors
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -27,6 +32,7 @@ from cloud_trainer.fleet.sim import SimulatedDevice
 from edge_agent.protocol import Channel, DeviceKind, TopicTree, encode
 
 Pending = tuple[str, bytes, int]  # topic, payload, seq
+RESEND_WINDOW_S = 30.0  # the agent's default broker.resend_window_s
 
 
 @dataclass
@@ -36,6 +42,7 @@ class Device:
     sim: SimulatedDevice
     client_id: str
     topics: tuple[str, str]
+    cmd_topic: str
     endpoints: list[tuple[str, int]]
     endpoint_index: int
     client: paho.Client | None = None
@@ -48,6 +55,9 @@ class Device:
     backlog: list[Pending] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
     sent_at: dict[int, float] = field(default_factory=dict)  # seq -> first sent (wall clock)
+    recent: deque[tuple[float, Pending]] = field(default_factory=deque)  # acked, ack order
+    resent: int = 0
+    resend_commands: int = 0
 
 
 class DeviceSlice:
@@ -71,6 +81,7 @@ class DeviceSlice:
                         tree.device(sim.site, sim.device_id, Channel.PREDICTIONS),
                         tree.device(sim.site, sim.device_id, Channel.TELEMETRY),
                     ),
+                    cmd_topic=tree.device(sim.site, sim.device_id, Channel.CMD),
                     endpoints=endpoints,
                     endpoint_index=i % len(endpoints),
                 )
@@ -93,17 +104,32 @@ class DeviceSlice:
             if device.lost_at is not None:
                 self.reconnect_s.append(time.monotonic() - device.lost_at)
                 device.lost_at = None
-            # Everything not acknowledged on the old connection goes again, in order.
+            client.subscribe(device.cmd_topic, qos=1)
+            # Everything not acknowledged on the old connection goes again, in order, and
+            # what was acknowledged within the resend window after it.
             again = sorted(device.in_flight.values(), key=lambda p: p[2]) + device.backlog
             device.in_flight.clear()
             device.backlog.clear()
             for pending in again:
                 self._send(device, pending)
+            self._resend_recent(device, RESEND_WINDOW_S)
 
         def on_publish(_c: paho.Client, _u: object, mid: int, _rc: object, _p: object) -> None:
             pending = device.in_flight.pop(mid, None)
             if pending is not None:
                 device.acked.append(pending[2])
+                now = time.monotonic()
+                device.recent.append((now, pending))
+                while device.recent and device.recent[0][0] < now - RESEND_WINDOW_S:
+                    device.recent.popleft()
+
+        def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                command = json.loads(message.payload)
+                if command.get("action") == "resend":
+                    device.resend_commands += 1
+                    within = float(command.get("args", {}).get("within_s", RESEND_WINDOW_S))
+                    self._resend_recent(device, min(within, RESEND_WINDOW_S))
 
         def on_disconnect(_c: paho.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
             self._lost(device)
@@ -111,6 +137,7 @@ class DeviceSlice:
         client.on_connect = on_connect
         client.on_publish = on_publish
         client.on_disconnect = on_disconnect
+        client.on_message = on_message
         host, port = device.endpoints[device.endpoint_index]
         device.client = client
         try:
@@ -143,6 +170,14 @@ class DeviceSlice:
         device.endpoint_index = (device.endpoint_index + 1) % len(device.endpoints)
         device.failovers += 1
         device.retry_at = time.monotonic() + self.rng.uniform(0.2, 1.0)
+
+    def _resend_recent(self, device: Device, within_s: float) -> None:
+        horizon = time.monotonic() - within_s
+        rows = [pending for at, pending in device.recent if at >= horizon]
+        device.recent.clear()
+        device.resent += len(rows)
+        for pending in rows:
+            self._send(device, pending)
 
     def _send(self, device: Device, pending: Pending) -> None:
         client = device.client
@@ -209,6 +244,8 @@ class DeviceSlice:
             "sent_at": {d.sim.device_id: d.sent_at for d in self.devices},
             "unacked": sum(len(d.in_flight) + len(d.backlog) for d in self.devices),
             "failovers": sum(d.failovers for d in self.devices),
+            "resent": sum(d.resent for d in self.devices),
+            "resend_commands": sum(d.resend_commands for d in self.devices),
             "reconnect_s": self.reconnect_s,
         }
 

@@ -220,3 +220,74 @@ def test_events_commit_at_once_predictions_in_a_batch_all_go_out_in_order(
         ("prediction", late),
     ]
     assert all(p["device_id"] == "cam-02" for _t, p in messages)
+
+
+def test_resend_command_sends_again_what_the_broker_acknowledged_lately(
+    tmp_path: Path, mosquitto: MosquittoBroker
+):
+    """``resend``: for a clustered broker that acknowledged messages it then lost (a stream
+    leader moved), the fleet asks; the device sends its resend window again, same seqs."""
+    from edge_agent.protocol import PredictionMessage
+
+    config = camera_config(tmp_path, mosquitto.port, frames=2, outbox_commit_interval_s=0.05)
+    agent = build_agent(config.model_copy(update={"device_id": "cam-04"}), with_source=False)
+    endpoint = BrokerEndpoint(mosquitto.host, mosquitto.port)
+
+    def predictions(topic_messages: list[tuple[str, bytes]]) -> list[int]:
+        return [int(json.loads(p)["seq"]) for t, p in topic_messages if t.endswith("/predictions")]
+
+    def command(cmd_id: str, args: dict[str, object]) -> bytes:
+        return encode(
+            Command(
+                device_id="cam-04",
+                ts=utc_now(),
+                seq=1,
+                cmd_id=cmd_id,
+                action="resend",
+                args=args,
+                issued_by="fleet",
+            )
+        )
+
+    with Collector(endpoint, "mlops/park/cam-04/#") as collector:
+        agent.start(connect_timeout=10)
+        try:
+            queued = [
+                agent.publish_event(
+                    PredictionMessage(
+                        device_id="x",
+                        ts=utc_now(),
+                        seq=0,
+                        model_name="catdog",
+                        model_version=1,
+                        label="cat",
+                        confidence=0.9,
+                        latency_ms=1.0,
+                        input_id=f"f{i}",
+                    )
+                )
+                for i in range(4)
+            ]
+            sent = [seq for seq in queued if seq is not None]
+            assert len(sent) == 4
+            assert _wait(lambda: sorted(predictions(collector.messages)) == sorted(sent))
+            assert _wait(lambda: agent.publisher.stats.acked >= 4)
+            cloud = MqttLink(endpoint, client_id="cloud-resend")
+            cloud.start()
+            try:
+                topic = "mlops/park/cam-04/cmd"
+                cloud.publish(topic, command("r1", {"within_s": "soon"})).wait(5)
+                cloud.publish(topic, command("r2", {})).wait(5)
+            finally:
+                cloud.stop()
+            assert _wait(lambda: len(_by_topic(collector.messages, "/cmd/ack")) >= 2)
+            assert _wait(lambda: len(predictions(collector.messages)) >= 8)
+        finally:
+            agent.stop()
+    acks = {a["cmd_id"]: a for a in _by_topic(collector.messages, "/cmd/ack")}
+    assert acks["r1"]["result"] == "rejected" and "within_s" in acks["r1"]["detail"]
+    assert acks["r2"]["result"] == "done" and "re-sending up to" in acks["r2"]["detail"]
+    seen = predictions(collector.messages)
+    # Every prediction twice, under its own seq: receivers drop the second by seq.
+    assert sorted(seen) == sorted(sent * 2), seen
+    assert agent.publisher.stats.resent >= 4

@@ -21,7 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import select
 
+from cloud_trainer.fleet.service import FleetService
+from cloud_trainer.fleet.settings import FleetSettings
+from cloud_trainer.fleet.store import schema, sqlite_url
 from cloud_trainer.stack import nats_cluster
 from cloud_trainer.stack.mosquitto import free_port
 from cloud_trainer.stack.nats_cluster import ClusterUnavailable, NatsCluster, NatsNode, node_config
@@ -258,3 +262,69 @@ def test_failover_at_start_past_a_dead_first_endpoint(tmp_path: Path, cluster: N
         arrived = subscriber.wait_distinct(frames, timeout=15)
     assert _assert_every_seq_once(arrived, frames) == 0  # nothing was replayed
     assert _outbox_depth(path) == 0
+
+
+def _stored_predictions(fleet: FleetService) -> set[int]:
+    r = schema.received.c
+    query = select(r.seq).where(r.device_id == "cam-01", r.kind == "prediction")
+    return set(fleet.store.read(lambda c: [int(seq) for (seq,) in c.execute(query)]))
+
+
+def test_stream_leader_killed_the_fleet_asks_and_stores_every_prediction(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """NATS acknowledges an MQTT PUBLISH before the stream that captures it has stored it:
+    while the FLEET stream elects a new leader, what a device on a surviving node sends is
+    acknowledged and dropped, and the device cannot tell. The fleet sees the leader move and
+    asks the devices to resend what their broker acknowledged meanwhile; every prediction
+    ends up stored once."""
+    ports = [port for _host, port in cluster.mqtt_endpoints]
+    settings = FleetSettings(
+        database_url=sqlite_url(tmp_path / "fleet.db"),
+        broker_host="127.0.0.1",
+        broker_port=ports[0],
+        broker_endpoints=[f"127.0.0.1:{p}" for p in ports[1:]],
+        source="jetstream",
+        nats_urls=cluster.nats_urls,
+        jetstream_max_bytes=64 * 1024**2,
+        http_port=0,
+        samples_dir=tmp_path / "samples",
+    )
+    frames = 300
+    with FleetService(settings) as fleet:
+        assert fleet.jetstream is not None
+        deadline = time.monotonic() + 30
+        while (leader := cluster.stream_leader("FLEET")) is None:
+            assert time.monotonic() < deadline, "the FLEET stream has no leader"
+            time.sleep(0.2)
+        old_leader = fleet.jetstream.leader or cluster.nodes[leader].name
+        live = [i for i in range(len(ports)) if i != leader]
+        # The agent and the check on nodes that stay up: the agent's connection never
+        # drops, so only the fleet's request can make it send anything again.
+        path = _write_config(tmp_path, [f"127.0.0.1:{ports[i]}" for i in live], frames, fps=20)
+        with Subscriber(BrokerEndpoint("127.0.0.1", ports[live[1]])) as subscriber:
+            agent = AgentProcess(path).start()
+            try:
+                subscriber.wait_distinct(40, timeout=30)
+                cluster.kill(leader)
+                deadline = time.monotonic() + 30
+                while fleet.jetstream.leader in (None, old_leader):
+                    assert time.monotonic() < deadline, "no new FLEET leader seen in 30 s"
+                    time.sleep(0.2)
+                cluster.restart(leader)
+                assert agent.finish(timeout=90) == 0, "".join(agent.lines[-30:])
+            finally:
+                agent.kill()
+            arrived = set(subscriber.wait_distinct(frames, timeout=15))
+        assert len(arrived) == frames
+        deadline = time.monotonic() + 30
+        while not arrived <= (stored := _stored_predictions(fleet)):
+            if time.monotonic() > deadline:
+                missing = sorted(arrived - stored)
+                raise AssertionError(f"{len(missing)} predictions never stored: {missing[:20]}")
+            time.sleep(0.2)
+        moves = fleet.metrics.value("fleet_jetstream_leader_moves_total")
+    assert moves >= 1
+    resent = [line for line in agent.lines if "re-sending" in line]
+    print(f"leader {old_leader} killed; {len(stored)} stored; agent: {resent}")
+    assert resent, "the agent was never asked to resend"

@@ -33,7 +33,12 @@ def register(subparsers: Any) -> None:
         help="YAML file of fleet settings (keys as in docs/fleet-service.md); flags override it",
     )
     serve.add_argument("--db", help="sqlite:///… or postgresql://… (default sqlite:///fleet.db)")
-    serve.add_argument("--broker", type=host_port, metavar="H:P", help="default 127.0.0.1:1883")
+    serve.add_argument(
+        "--broker",
+        type=host_ports,
+        metavar="H:P[,H:P...]",
+        help="default 127.0.0.1:1883; several: the nodes of one clustered broker, first first",
+    )
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
     serve.add_argument("--root", help="MQTT topic root (default mlops)")
@@ -153,8 +158,18 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "release_public_keys": args.release_key or None,
     }
     if args.broker is not None:
-        given["broker_host"], given["broker_port"] = args.broker
+        (given["broker_host"], given["broker_port"]), *more = args.broker
+        if more:
+            given["broker_endpoints"] = [f"{h}:{p}" for h, p in more]
     return {k: v for k, v in given.items() if v is not None}
+
+
+def host_ports(value: str) -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]``: the nodes of one broker, the first one first."""
+    parts = [p.strip() for p in value.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT[,HOST:PORT...], got {value!r}")
+    return [host_port(p) for p in parts]
 
 
 def serve_command(args: argparse.Namespace) -> int:

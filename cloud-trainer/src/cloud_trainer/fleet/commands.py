@@ -77,3 +77,49 @@ class CommandPublisher:
         self.metrics.inc("fleet_commands_sent_total", action=command.action)
         log.info("command %s %s → %s by %s", command.cmd_id, action, device_id, issued_by)
         return command
+
+    def broadcast(
+        self,
+        action: str,
+        args: dict[str, Any],
+        issued_by: str,
+        *,
+        expires_s: float = 60.0,
+        publish_timeout_s: float = 10.0,
+    ) -> int:
+        """The same command to every device heard from lately (within the store's
+        ``offline_after_s``), recorded in one transaction and published without waiting
+        between devices; returns how many the broker took.
+
+        For fleet-wide transport matters (``resend`` after a broker stream lost its
+        leader); a device offline now does the same by itself when it reconnects.
+        """
+        if not self.link.connected.is_set():
+            return 0
+        now = utc_now()
+        heard = self.store.heard_from(now.timestamp() - self.store.offline_after_s)
+        commands = [
+            Command(
+                device_id=device_id,
+                ts=now,
+                seq=time.time_ns() // 1000,
+                cmd_id=f"cmd-{uuid.uuid4().hex[:16]}",
+                action=action,
+                args=args,
+                issued_by=issued_by,
+                expires_at=now + timedelta(seconds=expires_s),
+            )
+            for _site, device_id in heard
+        ]
+        self.store.record_commands(commands)
+        results = [
+            self.link.publish(self.tree.device(site, c.device_id, Channel.CMD), encode(c))
+            for (site, _id), c in zip(heard, commands, strict=True)
+        ]
+        deadline = time.monotonic() + publish_timeout_s
+        taken = sum(r.wait(max(0.0, deadline - time.monotonic())) for r in results)
+        self.metrics.inc("fleet_commands_sent_total", taken, action=action)
+        log.info(
+            "%s to %s devices online (%s taken) by %s", action, len(commands), taken, issued_by
+        )
+        return taken

@@ -56,7 +56,7 @@ class FleetService:
         self.policy = PolicyEngine(self.store, policy, self.metrics, handlers)
         keys = tuple(load_public_key(p) for p in settings.release_public_keys)
         self.consumer = FleetConsumer(
-            settings.broker_endpoint(),
+            settings.broker_nodes(),
             self.store,
             self.metrics,
             ConsumerSettings(
@@ -90,6 +90,8 @@ class FleetService:
         self.commands = CommandPublisher(
             self.consumer.link, self.store, self.consumer.tree, self.metrics
         )
+        if self.jetstream is not None:
+            self.jetstream.on_leader_moved = self._ask_for_resend
         self.context = FleetContext(
             settings=settings,
             store=self.store,
@@ -100,6 +102,15 @@ class FleetService:
         self.app = create_app(self.context)
         self._server: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
+
+    def _ask_for_resend(self, within_s: float) -> None:
+        """The stream lost its leader: devices send again what their broker acknowledged
+        in that time (see ``JetStreamSource._watch_leader``)."""
+        try:
+            self.commands.broadcast("resend", {"within_s": round(within_s, 1)}, "fleet")
+        except Exception:  # a failed broadcast must not end the service; devices that
+            # reconnect resend by themselves
+            log.exception("asking the devices to resend failed")
 
     @property
     def http_port(self) -> int:

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge_agent.comms.mqtt import BrokerEndpoint
 from edge_agent.config.base import ConfigModel
+from edge_agent.config.device import BrokerAddress, parse_endpoint
 from edge_agent.protocol import check_ident
 
 MiB = 1024 * 1024
@@ -28,6 +29,15 @@ class FleetSettings(ConfigModel):
     )
     broker_host: str = Field(default="127.0.0.1", title="Broker host", description="MQTT broker.")
     broker_port: int = Field(default=1883, ge=1, le=65535, title="Broker port", description="")
+    broker_endpoints: list[BrokerAddress] = Field(
+        default_factory=list,
+        max_length=16,
+        title="More broker nodes",
+        description=(
+            "Further nodes of a clustered broker as host:port, same login and TLS: the "
+            "service's MQTT session (commands, releases) moves to the next when its node dies."
+        ),
+    )
     broker_username: str | None = Field(
         default=None, title="Broker username", description="The fleet identity (e.g. 'fleet')."
     )
@@ -195,6 +205,24 @@ class FleetSettings(ConfigModel):
             password=password,
             ca_file=str(self.broker_ca_file) if self.broker_ca_file is not None else None,
         )
+
+    def broker_nodes(self) -> list[BrokerEndpoint]:
+        """``broker_endpoint()`` first, then each of ``broker_endpoints`` it does not repeat."""
+        first = self.broker_endpoint()
+        nodes = [first]
+        for address in self.broker_endpoints:
+            host, port = parse_endpoint(address)
+            if (host, port) not in {(n.host, n.port) for n in nodes}:
+                nodes.append(
+                    BrokerEndpoint(
+                        host,
+                        port,
+                        username=first.username,
+                        password=first.password,
+                        ca_file=first.ca_file,
+                    )
+                )
+        return nodes
 
     def token_holder(self, presented: str) -> tuple[str, Literal["operator", "viewer"]] | None:
         """Name and role of the token presented; every token is compared, in constant time."""

@@ -86,6 +86,8 @@ class OutboxPublisher:
         self._recent: deque[tuple[float, OutboxRow]] = deque()  # acked, in ack order
         self._resend: deque[OutboxRow] = deque()  # the recent ones, after a reconnection
         self._recent_bytes = 0
+        self._resend_asked: list[float] = []  # windows asked for by ``request_resend``
+        self._resend_lock = threading.Lock()
         # Everything queued before we start is backlog; later rows are live.
         self._live_cursor = store.last_seq
         self._backlog_cursor = -1
@@ -123,6 +125,21 @@ class OutboxPublisher:
         self._flush_acks()
         return self.store.depth == 0
 
+    def request_resend(self, within_s: float | None = None) -> int:
+        """Send again what the broker acknowledged in the last ``within_s`` seconds (the
+        whole resend window when None), on the publisher's thread.
+
+        For a loss the device cannot see: a clustered broker that acknowledged messages
+        while the stream capturing them had no leader. Returns how many rows the window
+        holds now (what will go out at most).
+        """
+        window = self.resend_window_s if within_s is None else min(within_s, self.resend_window_s)
+        with self._resend_lock:
+            self._resend_asked.append(max(0.0, window))
+            held = len(self._recent)
+        self._wake.set()
+        return held
+
     @property
     def inflight(self) -> int:
         return len(self._inflight)
@@ -150,6 +167,10 @@ class OutboxPublisher:
                 continue
             if not self._connected_before:
                 self._on_connected()
+            if self._resend_asked:
+                with self._resend_lock:
+                    within_s, self._resend_asked = max(self._resend_asked), []
+                self._resend_recent(within_s)
             self._wake.clear()
             self._collect_acks()
             sent = self._fill_window()
@@ -228,14 +249,16 @@ class OutboxPublisher:
             _t, old = self._recent.popleft()
             self._recent_bytes -= len(old.payload)
 
-    def _resend_recent(self) -> None:
-        horizon = time.monotonic() - self.resend_window_s
+    def _resend_recent(self, within_s: float | None = None) -> None:
+        """Queue again the rows acknowledged in the last ``within_s`` seconds (default: the
+        resend window); older ones are forgotten, newer ones come back as they are acked."""
+        horizon = time.monotonic() - (self.resend_window_s if within_s is None else within_s)
         rows = [row for at, row in self._recent if at >= horizon]
         self._recent.clear()
         self._recent_bytes = 0
         if rows:
             self._resend.extend(rows)
-            log.info("re-sending %s messages the broker acknowledged before the drop", len(rows))
+            log.info("re-sending %s messages the broker acknowledged recently", len(rows))
 
     def _acks_due(self, sent: int) -> bool:
         """Whether to delete the acknowledged rows now: each delete is a commit the

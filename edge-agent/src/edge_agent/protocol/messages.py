@@ -352,7 +352,15 @@ class StreamEventMessage(MessageBase):
 
 
 CommandAction = Literal[
-    "ping", "rollback", "pin", "unpin", "update_check", "capture", "set_log_level", "reload_config"
+    "ping",
+    "rollback",
+    "pin",
+    "unpin",
+    "update_check",
+    "capture",
+    "set_log_level",
+    "reload_config",
+    "resend",
 ]
 ArgValue = str | int | float | bool
 

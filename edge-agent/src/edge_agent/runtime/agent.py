@@ -36,7 +36,7 @@ from edge_agent.protocol import (
     utc_now,
 )
 from edge_agent.protocol.messages import CommandAction
-from edge_agent.runtime.commands import CommandHandler, CommandRouter
+from edge_agent.runtime.commands import CommandHandler, CommandRejected, CommandRouter
 from edge_agent.runtime.supervisor import Supervisor
 from edge_agent.runtime.telemetry import HostSampler
 from edge_agent.sources import Sample, Source, SourceClosed
@@ -193,6 +193,24 @@ class EdgeAgent:
             replay_rate=config.limits.replay_rate,
             resend_window_s=config.broker.resend_window_s,
         )
+        self.router.register("resend", self._resend)
+
+    def _resend(self, command: Command) -> str:
+        """``resend`` (args: optional ``within_s``): what the broker acknowledged lately goes
+        out again. The fleet asks when its clustered broker may have acknowledged messages
+        it then lost (a stream leader moved); receivers drop the duplicates by seq."""
+        within = command.args.get("within_s")
+        if within is not None and (
+            isinstance(within, bool) or not isinstance(within, int | float) or within <= 0
+        ):
+            raise CommandRejected(f"within_s must be a positive number of seconds, not {within!r}")
+        if self.publisher.resend_window_s <= 0:
+            raise CommandRejected(
+                "broker.resend_window_s is 0: this device keeps nothing to resend"
+            )
+        window = self.publisher.resend_window_s if within is None else float(within)
+        held = self.publisher.request_resend(window)
+        return f"re-sending up to {held} messages acknowledged in the last {window:g} s"
 
     # -- extension points ---------------------------------------------------------------
 

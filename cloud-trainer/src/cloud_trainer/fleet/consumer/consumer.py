@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,7 +89,7 @@ class FleetConsumer:
 
     def __init__(
         self,
-        endpoint: BrokerEndpoint,
+        endpoint: BrokerEndpoint | Sequence[BrokerEndpoint],
         store: FleetStore,
         metrics: FleetMetrics,
         settings: ConsumerSettings | None = None,

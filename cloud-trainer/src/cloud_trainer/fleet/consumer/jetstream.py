@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,9 @@ from edge_agent.comms.mqtt import Ack
 
 log = logging.getLogger(__name__)
 
+#: JetStream API error code for "stream name already in use with a different configuration".
+STREAM_NAME_IN_USE = 10058
+
 GiB = 1024**3
 
 
@@ -52,6 +58,11 @@ class JetStreamSettings:
     ack_wait_s: float = 30.0
     max_ack_pending: int = 5000
     fetch_batch: int = 500
+    # How often the stream's leader is looked up; a move is reported to ``on_leader_moved``.
+    leader_check_s: float = 1.0
+    # Added to the time the leader was last seen alive: messages the MQTT side acknowledged
+    # just before, still on their way to the stream, count as possibly lost too.
+    leader_margin_s: float = 5.0
 
 
 def nats_root(root: str) -> str:
@@ -96,6 +107,10 @@ class JetStreamSource:
         self._acks: set[asyncio.Task[None]] = set()
         self._drain_timeout = 10.0
         self.replicas = 0
+        self.leader: str | None = None
+        # Called (on a thread of its own) with the seconds in which acknowledged device
+        # messages may have been lost when the stream's leader moved; see _watch_leader.
+        self.on_leader_moved: Callable[[float], None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -164,9 +179,11 @@ class JetStreamSource:
                 await self._nc.close()
             return
         self._ready.set()
+        watcher = asyncio.ensure_future(self._watch_leader())
         try:
             await self._pull(sub)
         finally:
+            watcher.cancel()
             # What was pulled is committed and acknowledged before anything is handed back.
             await asyncio.to_thread(self.consumer.flush, self._drain_timeout)
             await self._hand_back()
@@ -201,8 +218,10 @@ class JetStreamSource:
             try:
                 await js.add_stream(config)
                 return
-            except nats.js.errors.BadRequestError:
-                pass  # another instance created it first: update it like an existing one
+            except nats.js.errors.BadRequestError as e:
+                if e.err_code != STREAM_NAME_IN_USE:
+                    raise  # a real refusal (storage, overlapping subjects): say it
+                # another instance created it first: update it like an existing one
         await js.update_stream(config)
 
     async def _ensure_consumer(self, js: JetStreamContext) -> None:
@@ -219,6 +238,52 @@ class JetStreamSource:
             # An existing durable with other settings: keep it (it holds the position).
             await js.consumer_info(self.settings.stream, self.settings.durable)
             log.warning("durable %s kept with its own settings: %s", self.settings.durable, e)
+
+    async def _watch_leader(self) -> None:
+        """Report the stream's leader moving, with how long it may have had none.
+
+        NATS's MQTT listener acknowledges a QoS 1 PUBLISH (PUBACK) without waiting for the
+        stream that captures the subject to store it. While the stream elects a new leader
+        (its old one died), messages that devices on the surviving nodes send are
+        acknowledged and dropped: no device can see it. The move is seen here, and
+        ``on_leader_moved`` asks the devices to send again what their broker acknowledged
+        in that time (the agent keeps a resend window for exactly this); the
+        ``(device_id, type, seq)`` key stores each once.
+        """
+        assert self._nc is not None and self._stopping is not None
+        js = self._nc.jetstream(timeout=2.0)
+        alive_at = time.monotonic()
+        while not self._stopping.is_set():
+            leader: str | None = None
+            try:
+                info = await js.stream_info(self.settings.stream)
+                leader = info.cluster.leader if info.cluster is not None else None
+            except Exception as e:  # noqa: BLE001 - no leader, or no connection: look again
+                log.debug("stream %s: no leader seen: %r", self.settings.stream, e)
+            now = time.monotonic()
+            if leader is not None:
+                if self.leader is not None and leader != self.leader:
+                    within = now - alive_at + self.settings.leader_margin_s
+                    self.metrics.inc("fleet_jetstream_leader_moves_total")
+                    log.warning(
+                        "stream %s leader moved %s -> %s; up to %.1fs of acknowledged "
+                        "device messages may need resending",
+                        self.settings.stream,
+                        self.leader,
+                        leader,
+                        within,
+                    )
+                    if self.on_leader_moved is not None:
+                        threading.Thread(
+                            target=self.on_leader_moved,
+                            args=(within,),
+                            name="fleet-leader-moved",
+                            daemon=True,
+                        ).start()
+                self.leader = leader
+                alive_at = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.leader_check_s)
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         """Pull until stopped. Nothing ends this loop but ``stop()``: an unattended service

@@ -170,18 +170,14 @@ class FleetStore:
             return bool(result.rowcount)
 
     def record_command(self, command: Command) -> None:
-        row = {
-            "cmd_id": command.cmd_id,
-            "device_id": command.device_id,
-            "action": command.action,
-            "args": dict(command.args),
-            "issued_by": command.issued_by,
-            "issued_at": command.ts.timestamp(),
-            "expires_at": None if command.expires_at is None else command.expires_at.timestamp(),
-            "status": "sent",
-        }
+        self.record_commands([command])
+
+    def record_commands(self, commands: list[Command]) -> None:
+        """Several commands in one transaction (one multi-row insert)."""
+        if not commands:
+            return
         with write_transaction(self.engine) as conn:
-            conn.execute(t.commands.insert().values(row))
+            conn.execute(t.commands.insert(), [_command_row(c) for c in commands])
 
     def record_sample(self, row: dict[str, Any]) -> tuple[int, bool]:
         """Store a sample's provenance; returns (id, created) — the same bytes twice is one row."""
@@ -280,6 +276,15 @@ class FleetStore:
             )
         )
 
+    def heard_from(self, since: float) -> list[tuple[str, str]]:
+        """(site, device_id) of every device that sent anything since ``since`` (epoch s),
+        whatever state it declared; by the ``(site, device_id)`` index."""
+        d = t.devices.c
+        query = (
+            select(d.site, d.device_id).where(d.last_seen >= since).order_by(d.site, d.device_id)
+        )
+        return self.read(lambda c: [(str(s), str(i)) for s, i in c.execute(query)])
+
     def device_page(
         self, limit: int | None, offset: int, now: float | None = None, **filters: Any
     ) -> tuple[list[dict[str, Any]], int]:
@@ -302,3 +307,16 @@ class FleetStore:
 
     def counts(self) -> dict[str, int]:
         return self.read(queries.table_counts)
+
+
+def _command_row(command: Command) -> dict[str, Any]:
+    return {
+        "cmd_id": command.cmd_id,
+        "device_id": command.device_id,
+        "action": command.action,
+        "args": dict(command.args),
+        "issued_by": command.issued_by,
+        "issued_at": command.ts.timestamp(),
+        "expires_at": None if command.expires_at is None else command.expires_at.timestamp(),
+        "status": "sent",
+    }
