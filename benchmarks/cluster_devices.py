@@ -22,6 +22,7 @@ import selectors
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -64,8 +65,15 @@ class DeviceSlice:
     """The devices of one process and their selector loop."""
 
     def __init__(
-        self, endpoints: list[tuple[str, int]], root: str, first: int, count: int, seed: int = 0
+        self,
+        endpoints: list[tuple[str, int]],
+        root: str,
+        first: int,
+        count: int,
+        seed: int = 0,
+        cmd_qos: int = 1,
     ) -> None:
+        self.cmd_qos = cmd_qos
         tree = TopicTree(root)
         self.selector = selectors.DefaultSelector()
         self.rng = random.Random(seed + first)
@@ -104,7 +112,7 @@ class DeviceSlice:
             if device.lost_at is not None:
                 self.reconnect_s.append(time.monotonic() - device.lost_at)
                 device.lost_at = None
-            client.subscribe(device.cmd_topic, qos=1)
+            client.subscribe(device.cmd_topic, qos=self.cmd_qos)
             # Everything not acknowledged on the old connection goes again, in order, and
             # what was acknowledged within the resend window after it.
             again = sorted(device.in_flight.values(), key=lambda p: p[2]) + device.backlog
@@ -129,7 +137,9 @@ class DeviceSlice:
                 if command.get("action") == "resend":
                     device.resend_commands += 1
                     within = float(command.get("args", {}).get("within_s", RESEND_WINDOW_S))
-                    self._resend_recent(device, min(within, RESEND_WINDOW_S))
+                    issued = datetime.fromisoformat(command["ts"]).timestamp()
+                    age = min(max(time.time() - issued, 0.0), 60.0)  # as the agent does
+                    self._resend_recent(device, min(within + age, RESEND_WINDOW_S))
 
         def on_disconnect(_c: paho.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
             self._lost(device)
@@ -258,6 +268,7 @@ def device_worker(
     start_at: float,
     seconds: float,
     out: Connection,
+    cmd_qos: int = 1,
 ) -> None:
     """Process entry point: run one slice and send its report through ``out``."""
-    out.send(DeviceSlice(endpoints, root, first, count).run(start_at, seconds))
+    out.send(DeviceSlice(endpoints, root, first, count, cmd_qos=cmd_qos).run(start_at, seconds))

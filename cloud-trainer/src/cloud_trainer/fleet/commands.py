@@ -86,6 +86,7 @@ class CommandPublisher:
         *,
         expires_s: float = 60.0,
         publish_timeout_s: float = 10.0,
+        connect_timeout_s: float = 30.0,
     ) -> int:
         """The same command to every device heard from lately (within the store's
         ``offline_after_s``), recorded in one transaction and published without waiting
@@ -94,7 +95,9 @@ class CommandPublisher:
         For fleet-wide transport matters (``resend`` after a broker stream lost its
         leader); a device offline now does the same by itself when it reconnects.
         """
-        if not self.link.connected.is_set():
+        # Its own node may be the one that died: give the session time to move.
+        if not self.link.connected.wait(connect_timeout_s):
+            log.warning("%s not sent: the broker is not connected", action)
             return 0
         now = utc_now()
         heard = self.store.heard_from(now.timestamp() - self.store.offline_after_s)
@@ -119,7 +122,5 @@ class CommandPublisher:
         deadline = time.monotonic() + publish_timeout_s
         taken = sum(r.wait(max(0.0, deadline - time.monotonic())) for r in results)
         self.metrics.inc("fleet_commands_sent_total", taken, action=action)
-        log.info(
-            "%s to %s devices online (%s taken) by %s", action, len(commands), taken, issued_by
-        )
+        log.info("%s to %s devices (%s taken) by %s", action, len(commands), taken, issued_by)
         return taken

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_trainer.stack import process
-from cloud_trainer.stack.mosquitto import MAX_PACKET_BYTES, free_port
+from cloud_trainer.stack.mosquitto import MAX_PACKET_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,20 @@ class NatsNode:
         return self.proc is not None and self.proc.poll() is None
 
 
-def node_config(node: NatsNode, peers: list[NatsNode], host: str = "127.0.0.1") -> str:
-    """The nats-server configuration of one node (JetStream, cluster routes, MQTT)."""
+def node_config(
+    node: NatsNode,
+    peers: list[NatsNode],
+    host: str = "127.0.0.1",
+    *,
+    consumer_replicas: int = 3,
+    consumer_memory: bool = False,
+) -> str:
+    """The nats-server configuration of one node (JetStream, cluster routes, MQTT).
+
+    Every QoS 1 MQTT subscription is a JetStream consumer of its own (a device's ``cmd``
+    and release topics: two per device); ``consumer_replicas`` and ``consumer_memory``
+    size what each costs (see docs/scaling.md).
+    """
     routes = ", ".join(f'"nats-route://{host}:{p.route_port}"' for p in peers if p is not node)
     return "\n".join(
         [
@@ -86,7 +98,8 @@ def node_config(node: NatsNode, peers: list[NatsNode], host: str = "127.0.0.1") 
             # Sessions and retained messages on three replicas: with the default (2 on a
             # 3-node cluster) a node's death left the others refusing CONNECT for 25-30 s.
             f"  stream_replicas: {min(3, len(peers))}",
-            f"  consumer_replicas: {min(3, len(peers))}",
+            f"  consumer_replicas: {min(consumer_replicas, len(peers))}",
+            *(["  consumer_memory_storage: true"] if consumer_memory else []),
             '  ack_wait: "30s"',
             "}",
             "",
@@ -99,6 +112,9 @@ class NatsCluster(process.Service):
     """Three (or ``size``) nats-server processes forming one cluster in a temporary folder."""
 
     size: int = 3
+    # MQTT consumers (one per QoS 1 subscription): replicas and memory storage.
+    mqtt_consumer_replicas: int = 3
+    mqtt_consumer_memory: bool = False
     host: str = "127.0.0.1"
     workdir: Path | None = None
     nodes: list[NatsNode] = field(default_factory=list)
@@ -129,10 +145,11 @@ class NatsCluster(process.Service):
             for i in range(self.size):
                 ports: list[int] = []
                 while len(ports) < 4:
-                    port = free_port(self.host)
-                    if port not in used:
-                        used.add(port)
-                        ports.append(port)
+                    # Nodes are killed and restarted on their ports: keep them out of the
+                    # range outgoing connections take theirs from.
+                    port = process.restartable_port(self.host, used)
+                    used.add(port)
+                    ports.append(port)
                 name = f"n{i + 1}"
                 self.nodes.append(
                     NatsNode(
@@ -148,7 +165,15 @@ class NatsCluster(process.Service):
                 )
         for node in self.nodes:
             node.store_dir.mkdir(parents=True, exist_ok=True)
-            node.config_path.write_text(node_config(node, self.nodes, self.host))
+            node.config_path.write_text(
+                node_config(
+                    node,
+                    self.nodes,
+                    self.host,
+                    consumer_replicas=self.mqtt_consumer_replicas,
+                    consumer_memory=self.mqtt_consumer_memory,
+                )
+            )
         for node in self.nodes:
             self._spawn(binary, node)
         try:

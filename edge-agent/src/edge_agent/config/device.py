@@ -173,7 +173,8 @@ class BrokerConfig(ConfigModel):
         description=(
             "After a reconnection, messages the broker acknowledged this recently are sent "
             "again: a broker killed before saving them to disk loses nothing (receivers drop "
-            "the duplicates by seq). Keep it above the broker's autosave_interval; 0 turns it off."
+            "the duplicates by seq); a resend command from the fleet reads the same window. "
+            "Keep it above the broker's autosave_interval; 0 turns it off."
         ),
     )
 

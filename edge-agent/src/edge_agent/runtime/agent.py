@@ -196,8 +196,9 @@ class EdgeAgent:
         self.router.register("resend", self._resend)
 
     def _resend(self, command: Command) -> str:
-        """``resend`` (args: optional ``within_s``): what the broker acknowledged lately goes
-        out again. The fleet asks when its clustered broker may have acknowledged messages
+        """``resend`` (args: optional ``within_s``): what the broker acknowledged in the
+        ``within_s`` before the command was issued goes out again (the whole resend window
+        without it). The fleet asks when its clustered broker may have acknowledged messages
         it then lost (a stream leader moved); receivers drop the duplicates by seq."""
         within = command.args.get("within_s")
         if within is not None and (
@@ -208,7 +209,12 @@ class EdgeAgent:
             raise CommandRejected(
                 "broker.resend_window_s is 0: this device keeps nothing to resend"
             )
-        window = self.publisher.resend_window_s if within is None else float(within)
+        window = self.publisher.resend_window_s
+        if within is not None:
+            # The request may have waited in a busy broker: what was sent in its window is
+            # older now by the command's age (by this device's clock, never less than 0).
+            age = (utc_now() - command.ts).total_seconds()
+            window = float(within) + min(max(age, 0.0), 60.0)
         held = self.publisher.request_resend(window)
         return f"re-sending up to {held} messages acknowledged in the last {window:g} s"
 

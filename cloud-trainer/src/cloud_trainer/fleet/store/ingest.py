@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 
 from cloud_trainer.fleet.store import schema as t
 from cloud_trainer.fleet.store.engine import upsert
@@ -51,9 +51,6 @@ class IngestResult:
     stored: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     alerts: list[StoredAlert] = field(default_factory=list)
-
-
-CLAIM_CHUNK = 500
 
 
 def _ts(message: MessageBase) -> float:
@@ -102,8 +99,7 @@ def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> In
         # ("insertmanyvalues"), SQLite runs it natively; both beat a statement compiled
         # per batch with thousands of parameters.
         conn.execute(t.telemetry.insert(), telemetry_rows)
-    for device_id, (seq, name, version) in sorted(models.items()):
-        _set_model(conn, device_id, seq, name, version)
+    _set_models(conn, models)
     _flush_buckets(conn, buckets)
     return result
 
@@ -111,8 +107,8 @@ def ingest_batch(conn: Connection, batch: list[Envelope], bucket_s: float) -> In
 def _claim_new(conn: Connection, batch: list[Envelope], result: IngestResult) -> list[Envelope]:
     """Insert the batch's keys into ``received``; the ones that went in are the new messages.
 
-    One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING per chunk: the database
-    decides, so two instances racing on a replayed message cannot both store it.
+    INSERT ... ON CONFLICT DO NOTHING RETURNING: the database decides, so two instances
+    racing on a replayed message cannot both store it.
     """
     unique: dict[tuple[str, str, int], Envelope] = {}
     for env in batch:
@@ -121,16 +117,18 @@ def _claim_new(conn: Connection, batch: list[Envelope], result: IngestResult) ->
             result.duplicates += 1
         else:
             unique[key] = env
-    keys = list(unique)
     inserted: set[tuple[str, str, int]] = set()
-    r = t.received.c
-    for start in range(0, len(keys), CLAIM_CHUNK):
+    if unique:
+        r = t.received.c
         rows = [
-            {"device_id": d, "kind": k, "seq": s, "received_at": unique[(d, k, s)].received_at}
-            for d, k, s in keys[start : start + CLAIM_CHUNK]
+            {"device_id": d, "kind": k, "seq": s, "received_at": env.received_at}
+            for (d, k, s), env in unique.items()
         ]
-        ins = upsert(conn, t.received).values(rows).on_conflict_do_nothing()
-        for device_id, kind, seq in conn.execute(ins.returning(r.device_id, r.kind, r.seq)):
+        # One statement compiled once (cached) and sent as an executemany: SQLAlchemy turns
+        # it into multi-row INSERTs of up to a thousand rows ("insertmanyvalues") and
+        # gathers the RETURNING rows of all of them.
+        ins = upsert(conn, t.received).on_conflict_do_nothing()
+        for device_id, kind, seq in conn.execute(ins.returning(r.device_id, r.kind, r.seq), rows):
             inserted.add((device_id, kind, int(seq)))
     fresh = [env for key, env in unique.items() if key in inserted]
     result.duplicates += len(unique) - len(fresh)
@@ -153,20 +151,13 @@ def _touch_devices(conn: Connection, batch: list[Envelope]) -> None:
             latest[env.message.device_id] = (env.site, env.received_at)
     if not latest:
         return
-    # One multi-row upsert for the batch's devices, in key order (no lock-order deadlocks
-    # between two writers).
-    ins = upsert(conn, t.devices).values(
-        [
-            {
-                "device_id": device_id,
-                "site": site,
-                "groups": [],
-                "first_seen": now,
-                "last_seen": now,
-            }
-            for device_id, (site, now) in sorted(latest.items())
-        ]
-    )
+    # One upsert for the batch's devices, in key order (no lock-order deadlocks between two
+    # writers), compiled once and sent as an executemany (multi-row INSERTs).
+    rows = [
+        {"device_id": device_id, "site": site, "groups": [], "first_seen": now, "last_seen": now}
+        for device_id, (site, now) in sorted(latest.items())
+    ]
+    ins = upsert(conn, t.devices)
     last_seen = case(
         (t.devices.c.last_seen.is_(None), ins.excluded.last_seen),
         (t.devices.c.last_seen < ins.excluded.last_seen, ins.excluded.last_seen),
@@ -179,18 +170,47 @@ def _touch_devices(conn: Connection, batch: list[Envelope]) -> None:
                 "last_seen": last_seen,
                 "first_seen": func.coalesce(t.devices.c.first_seen, ins.excluded.first_seen),
             },
-        )
+        ),
+        rows,
     )
+
+
+_d = t.devices.c
+# The model moves only for a newer message (an old replayed one does not) that names
+# another model: ``model_seq`` is the seq at which the device's current model was first
+# seen, so a batch of a steady fleet updates no row.
+_SET_MODEL = (
+    update(t.devices)
+    .where(
+        _d.device_id == bindparam("m_device"),
+        _d.model_seq < bindparam("m_seq"),
+        or_(
+            _d.model_name.is_distinct_from(bindparam("m_name")),
+            _d.model_version.is_distinct_from(bindparam("m_version")),
+        ),
+    )
+    .values(
+        model_name=bindparam("m_name"),
+        model_version=bindparam("m_version"),
+        model_seq=bindparam("m_seq"),
+    )
+)
+
+
+def _set_models(conn: Connection, models: dict[str, tuple[int, str, int]]) -> None:
+    """Each device's newest model of the batch, as one executemany in key order."""
+    if models:
+        conn.execute(
+            _SET_MODEL,
+            [
+                {"m_device": device_id, "m_seq": seq, "m_name": name, "m_version": version}
+                for device_id, (seq, name, version) in sorted(models.items())
+            ],
+        )
 
 
 def _set_model(conn: Connection, device_id: str, seq: int, name: str, version: int) -> None:
-    """Only a newer message moves the device's model; an old replayed one does not."""
-    d = t.devices.c
-    conn.execute(
-        update(t.devices)
-        .where(d.device_id == device_id, d.model_seq < seq)
-        .values(model_name=name, model_version=version, model_seq=seq)
-    )
+    _set_models(conn, {device_id: (seq, name, version)})
 
 
 def _apply_status(conn: Connection, msg: StatusMessage) -> None:
@@ -257,7 +277,7 @@ def _add_to_bucket(
 def _flush_buckets(
     conn: Connection, buckets: dict[tuple[str, str, int, float, str], list[float]]
 ) -> None:
-    """One multi-row upsert per chunk of buckets, in key order; each key once per statement."""
+    """One upsert of the batch's buckets as an executemany, in key order; each key once."""
     b = t.prediction_buckets.c
     rows = [
         {
@@ -273,8 +293,8 @@ def _flush_buckets(
         }
         for (device_id, model, version, start, label), agg in sorted(buckets.items())
     ]
-    for begin in range(0, len(rows), CLAIM_CHUNK):
-        ins = upsert(conn, t.prediction_buckets).values(rows[begin : begin + CLAIM_CHUNK])
+    if rows:
+        ins = upsert(conn, t.prediction_buckets)
         ex = ins.excluded
         conn.execute(
             ins.on_conflict_do_update(
@@ -294,7 +314,8 @@ def _flush_buckets(
                         else_=b.latency_max_ms,
                     ),
                 },
-            )
+            ),
+            rows,
         )
 
 
