@@ -291,6 +291,13 @@ def node_loss(
         "node_down": sum(killed_at <= t < returned_at for t in when),
         "after_return": sum(t >= returned_at for t in when),
     }
+    # When the lost ones were sent, in seconds from the kill, and what the fleet did then.
+    offsets = sorted(t - killed_at for t in when)
+    remedy = [
+        f"{_log_time(line) - killed_at:+.1f}s {line.split(': ', 1)[-1]}"
+        for line in instance.log_path.read_text(errors="replace").splitlines()
+        if "leader moved" in line or "resend to" in line or "resend not sent" in line
+    ]
     lags = sorted((stored[k] - sent_at[k], stored[k]) for k in stored.keys() & sent_at.keys())
     late_after = [at for lag, at in lags if lag >= 1.0 and at >= returned_at]
     before = [lag for lag, at in lags if at < killed_at]
@@ -305,6 +312,8 @@ def node_loss(
         "lost": len(lost),
         "lost_when": lost_when,
         "lost_devices_first_node": _first_nodes(lost, len(cluster.nodes)),
+        "lost_sent_after_kill_s": [offsets[0], _pct(offsets, 0.5), offsets[-1]] if offsets else [],
+        "fleet_remedy": remedy,
         "duplicates_stored": store.duplicates(),
         "failovers": sum(r["failovers"] for r in reports),
         "resent": sum(r["resent"] for r in reports),
@@ -339,6 +348,15 @@ def durable_state(
         return asyncio.run(state())
     except Exception:  # noqa: BLE001 - no answer now: ask again
         return (-1, -1)
+
+
+def _log_time(line: str) -> float:
+    """The epoch time of a fleet log line (``2026-12-06 02:25:34,031 ...``, local time)."""
+    try:
+        stamp = time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+        return time.mktime(stamp) + int(line[20:23]) / 1000
+    except ValueError:
+        return float("nan")
 
 
 def _first_nodes(lost: set[tuple[str, int]], nodes: int) -> dict[str, int]:

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import random
 import selectors
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,7 +28,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_trainer.fleet.sim import SimulatedDevice
-from edge_agent.protocol import Channel, DeviceKind, TopicTree, encode
+from edge_agent.protocol import Channel, Command, DeviceKind, TopicTree, encode
 
 Pending = tuple[str, bytes, int]  # topic, payload, seq
 RESEND_WINDOW_S = 30.0  # the agent's default broker.resend_window_s
@@ -44,6 +42,7 @@ class Device:
     client_id: str
     topics: tuple[str, str]
     cmd_topic: str
+    ack_topic: str
     endpoints: list[tuple[str, int]]
     endpoint_index: int
     client: paho.Client | None = None
@@ -90,6 +89,7 @@ class DeviceSlice:
                         tree.device(sim.site, sim.device_id, Channel.TELEMETRY),
                     ),
                     cmd_topic=tree.device(sim.site, sim.device_id, Channel.CMD),
+                    ack_topic=tree.device(sim.site, sim.device_id, Channel.CMD_ACK),
                     endpoints=endpoints,
                     endpoint_index=i % len(endpoints),
                 )
@@ -132,14 +132,16 @@ class DeviceSlice:
                     device.recent.popleft()
 
         def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                command = json.loads(message.payload)
-                if command.get("action") == "resend":
+            with contextlib.suppress(ValueError):  # not a command: ignored, as by the agent
+                command = Command.model_validate_json(message.payload)
+                if command.action == "resend":
                     device.resend_commands += 1
-                    within = float(command.get("args", {}).get("within_s", RESEND_WINDOW_S))
-                    issued = datetime.fromisoformat(command["ts"]).timestamp()
-                    age = min(max(time.time() - issued, 0.0), 60.0)  # as the agent does
+                    within = float(command.args.get("within_s", RESEND_WINDOW_S))
+                    age = min(max(time.time() - command.ts.timestamp(), 0.0), 60.0)
                     self._resend_recent(device, min(within + age, RESEND_WINDOW_S))
+                    # Answered like the agent answers, so the fleet stops asking.
+                    ack = device.sim.ack(command, "done")
+                    self._send(device, (device.ack_topic, encode(ack), ack.seq))
 
         def on_disconnect(_c: paho.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
             self._lost(device)

@@ -84,13 +84,15 @@ class CommandPublisher:
         args: dict[str, Any],
         issued_by: str,
         *,
+        devices: list[tuple[str, str]] | None = None,
         expires_s: float = 60.0,
         publish_timeout_s: float = 10.0,
         connect_timeout_s: float = 30.0,
-    ) -> int:
-        """The same command to every device heard from lately (within the store's
-        ``offline_after_s``), recorded in one transaction and published without waiting
-        between devices; returns how many the broker took.
+    ) -> dict[str, tuple[str, str]]:
+        """The same command to each of ``devices`` ((site, device_id); default: every device
+        heard from within the store's ``offline_after_s``), recorded in one transaction and
+        published without waiting between devices. Returns cmd_id -> (site, device_id) of
+        what was sent; ``unanswered`` says which of them no device has answered yet.
 
         For fleet-wide transport matters (``resend`` after a broker stream lost its
         leader); a device offline now does the same by itself when it reconnects.
@@ -98,9 +100,10 @@ class CommandPublisher:
         # Its own node may be the one that died: give the session time to move.
         if not self.link.connected.wait(connect_timeout_s):
             log.warning("%s not sent: the broker is not connected", action)
-            return 0
+            return {}
         now = utc_now()
-        heard = self.store.heard_from(now.timestamp() - self.store.offline_after_s)
+        if devices is None:
+            devices = self.store.heard_from(now.timestamp() - self.store.offline_after_s)
         commands = [
             Command(
                 device_id=device_id,
@@ -112,15 +115,20 @@ class CommandPublisher:
                 issued_by=issued_by,
                 expires_at=now + timedelta(seconds=expires_s),
             )
-            for _site, device_id in heard
+            for _site, device_id in devices
         ]
         self.store.record_commands(commands)
         results = [
             self.link.publish(self.tree.device(site, c.device_id, Channel.CMD), encode(c))
-            for (site, _id), c in zip(heard, commands, strict=True)
+            for (site, _id), c in zip(devices, commands, strict=True)
         ]
         deadline = time.monotonic() + publish_timeout_s
         taken = sum(r.wait(max(0.0, deadline - time.monotonic())) for r in results)
         self.metrics.inc("fleet_commands_sent_total", taken, action=action)
         log.info("%s to %s devices (%s taken) by %s", action, len(commands), taken, issued_by)
-        return taken
+        return {c.cmd_id: target for c, target in zip(commands, devices, strict=True)}
+
+    def unanswered(self, sent: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+        """Those of ``sent`` (from ``broadcast``) that no device has answered yet."""
+        waiting = self.store.commands_in_state(list(sent), "sent")
+        return {cmd_id: target for cmd_id, target in sent.items() if cmd_id in waiting}

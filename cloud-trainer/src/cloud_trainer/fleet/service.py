@@ -103,11 +103,30 @@ class FleetService:
         self._server: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 
-    def _ask_for_resend(self, within_s: float) -> None:
+    def _ask_for_resend(self, within_s: float, rounds: int = 3, answer_s: float = 10.0) -> None:
         """The stream lost its leader: devices send again what their broker acknowledged
-        in that time (see ``JetStreamSource._watch_leader``)."""
+        in that time (see ``JetStreamSource._watch_leader``).
+
+        The request can itself be lost (the broker's own streams move too, and a device may
+        be between nodes): devices that have not answered within ``answer_s`` are asked
+        again, with the window grown by the time since, up to ``rounds`` times. A device
+        that is offline answers none; it resends by itself when it reconnects.
+        """
+        began = time.monotonic()
+        targets: list[tuple[str, str]] | None = None  # every device heard from lately
         try:
-            self.commands.broadcast("resend", {"within_s": round(within_s, 1)}, "fleet")
+            for _ in range(rounds):
+                within = within_s + (time.monotonic() - began)
+                sent = self.commands.broadcast(
+                    "resend", {"within_s": round(within, 1)}, "fleet", devices=targets
+                )
+                if not sent:
+                    return
+                time.sleep(answer_s)
+                targets = list(self.commands.unanswered(sent).values())
+                if not targets:
+                    return
+                log.info("resend: %s devices have not answered; asking again", len(targets))
         except Exception:  # a failed broadcast must not end the service; devices that
             # reconnect resend by themselves
             log.exception("asking the devices to resend failed")

@@ -276,6 +276,20 @@ class FleetStore:
             )
         )
 
+    def commands_in_state(self, cmd_ids: list[str], status: str) -> set[str]:
+        """Those of ``cmd_ids`` whose status is ``status`` now."""
+        c = t.commands.c
+
+        def matching(conn: Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(cmd_ids), 1000):
+                chunk = cmd_ids[start : start + 1000]
+                query = select(c.cmd_id).where(c.cmd_id.in_(chunk), c.status == status)
+                found.update(str(i) for (i,) in conn.execute(query))
+            return found
+
+        return self.read(matching)
+
     def heard_from(self, since: float) -> list[tuple[str, str]]:
         """(site, device_id) of every device that sent anything since ``since`` (epoch s),
         whatever state it declared; by the ``(site, device_id)`` index."""
