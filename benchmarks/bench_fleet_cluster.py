@@ -76,6 +76,7 @@ class FleetProcess:
         group: str,
         stream: str,
         workdir: Path,
+        resend: bool = True,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / f"{name}.yaml"
@@ -85,6 +86,7 @@ class FleetProcess:
                     "jetstream_stream": stream,
                     "jetstream_ack_wait_s": ACK_WAIT_S,
                     "jetstream_max_bytes": 256 * 1024**2,
+                    "jetstream_resend_on_leader_move": resend,
                     "samples_dir": str(workdir / f"samples-{name}"),
                 }
             )
@@ -217,7 +219,9 @@ def node_loss(
     cluster: NatsCluster, store: Store, workdir: Path, args: argparse.Namespace
 ) -> tuple[dict[str, Any], FleetProcess]:
     root = "park"
-    instance = FleetProcess("a", cluster, store.url, root, "fleet", "FLEET", workdir)
+    instance = FleetProcess(
+        "a", cluster, store.url, root, "fleet", "FLEET", workdir, resend=not args.no_resend
+    )
     instance.wait_ready()
     ctx = mp.get_context("spawn")
     per = -(-args.devices // args.processes)
@@ -322,6 +326,7 @@ def node_loss(
         "reconnect_max_s": reconnects[-1] if reconnects else None,
         "node_down_s": returned_at - killed_at,
         "killed": "stream leader" if victim == leader else "not the stream leader",
+        "resend_on_leader_move": not args.no_resend,
         "lag_before_kill_p99_s": _pct(before, 0.99),
         "lag_max_s": max(lag for lag, _ in lags) if lags else None,
         "lag_after_return_s": (max(late_after) - returned_at) if late_after else 0.0,
@@ -587,6 +592,11 @@ def main() -> None:
         choices=(0, 1),
         default=1,
         help="QoS of each device's cmd subscription (the agent's is 1)",
+    )
+    parser.add_argument(
+        "--no-resend",
+        action="store_true",
+        help="the fleet does not ask for a resend when the stream's leader moves (to compare)",
     )
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--read-s", type=float, default=10.0)

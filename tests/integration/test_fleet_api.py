@@ -230,3 +230,22 @@ def test_health_readiness_and_metrics(client: httpx.Client) -> None:
     assert 'fleet_messages_stored_total{type="telemetry"} 3' in text
     assert "fleet_devices_online " in text
     assert "fleet_http_requests_total" in text
+
+
+def test_the_device_listing_is_read_once_a_second_and_never_misses_a_change_here(
+    client: httpx.Client,
+) -> None:
+    url = "/api/devices?site=cachesite"
+    first = client.get(url)
+    assert first.status_code == 200 and first.json()["count"] == 0
+    assert first.headers["cache-control"] == "private, max-age=1"
+    # The same query again within the second: the same answer, not a second read.
+    assert client.get(url).json()["now"] == first.json()["now"]
+    # A write through this service is seen at once.
+    body = {"device_id": "cam-77", "site": "cachesite", "kind": "camera"}
+    assert client.post("/api/devices", json=body, headers=AUTH).status_code == 201
+    after = client.get(url).json()
+    assert after["count"] == 1 and after["now"] > first.json()["now"]
+    # And with no write, the answer is read again once it is a second old.
+    time.sleep(1.1)
+    assert client.get(url).json()["now"] > after["now"]

@@ -90,7 +90,7 @@ class FleetService:
         self.commands = CommandPublisher(
             self.consumer.link, self.store, self.consumer.tree, self.metrics
         )
-        if self.jetstream is not None:
+        if self.jetstream is not None and settings.jetstream_resend_on_leader_move:
             self.jetstream.on_leader_moved = self._ask_for_resend
         self.context = FleetContext(
             settings=settings,

@@ -107,6 +107,14 @@ class FleetSettings(ConfigModel):
     jetstream_max_bytes: int = Field(
         default=1024**3, gt=0, title="Stream max bytes", description="Oldest dropped past it."
     )
+    jetstream_resend_on_leader_move: bool = Field(
+        default=True,
+        title="Resend on leader move",
+        description=(
+            "When the stream's leader moves, ask the devices heard from lately to resend "
+            "what their broker acknowledged meanwhile (NATS acknowledges MQTT before storing)."
+        ),
+    )
     jetstream_ack_wait_s: float = Field(
         default=30.0,
         gt=0,
@@ -135,6 +143,17 @@ class FleetSettings(ConfigModel):
     )
     max_json_bytes: int = Field(
         default=64 * 1024, gt=0, title="JSON body cap", description="Largest JSON request body."
+    )
+    devices_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        title="Device listing cache",
+        description=(
+            "GET /api/devices answers the same query from memory for this long unless this "
+            "instance stored something since (other instances' writes show within it); 0: "
+            "every request reads the database."
+        ),
     )
     max_concurrent_requests: int = Field(
         default=32,

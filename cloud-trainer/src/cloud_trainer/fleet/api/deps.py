@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request
@@ -26,6 +26,8 @@ class FleetContext:
     metrics: FleetMetrics
     commands: CommandPublisher | None
     broker_connected: Callable[[], bool]
+    # The device listing's answers: query -> (store generation, monotonic time, body).
+    listing_cache: dict[tuple[object, ...], tuple[int, float, bytes]] = field(default_factory=dict)
 
 
 def get_context(request: Request) -> FleetContext:

@@ -89,7 +89,16 @@ def list_devices(
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> Response:
     """Devices by site then id. Without ``limit``, all of them (one page); with it, a page
-    of at most ``limit`` from ``offset``, and ``next_offset`` to ask for the next."""
+    of at most ``limit`` from ``offset``, and ``next_offset`` to ask for the next.
+
+    The same query is answered from memory for ``devices_cache_s`` (1 s) unless this
+    instance stored something since: a wall of dashboards costs one read a second."""
+    ttl = context.settings.devices_cache_s
+    key = (site, kind, model, online, limit, offset)
+    generation = context.store.generation  # before the read: a write during it is newer
+    cached = context.listing_cache.get(key) if ttl > 0 else None
+    if cached is not None and cached[0] == generation and time.monotonic() - cached[1] < ttl:
+        return _listing(cached[2], ttl)
     now = time.time()
     devices, total = context.store.device_page(
         limit,
@@ -110,7 +119,17 @@ def list_devices(
     )
     # Serialised once here: FastAPI would validate and encode the rows again (most of
     # this route's cost on a large fleet); the Open API schema is still DeviceList.
-    return Response(listing.model_dump_json(), media_type="application/json")
+    body = listing.model_dump_json().encode()
+    if ttl > 0:
+        if len(context.listing_cache) >= 256:  # filters and pages asked for: keep it bounded
+            context.listing_cache.clear()
+        context.listing_cache[key] = (generation, time.monotonic(), body)
+    return _listing(body, ttl)
+
+
+def _listing(body: bytes, ttl: float) -> Response:
+    cache = f"private, max-age={int(ttl)}" if ttl >= 1 else "no-store"
+    return Response(body, media_type="application/json", headers={"Cache-Control": cache})
 
 
 @router.post(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, delete, select, update
@@ -32,6 +33,15 @@ class FleetStore:
         # PostgreSQL: telemetry partitioned by day (partitions.py); the days known to exist.
         self.partitioned = self.backend == "postgresql" and self.read(partitions.is_partitioned)
         self._days: set[int] = set()
+        # Moves on after every commit made through this store: a read cached at one
+        # generation is stale at the next (see the device listing's cache).
+        self.generation = 0
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with write_transaction(self.engine) as conn:
+            yield conn
+        self.generation += 1
 
     def close(self) -> None:
         self.engine.dispose()
@@ -53,11 +63,11 @@ class FleetStore:
 
     def ingest(self, batch: list[Envelope]) -> IngestResult:
         if not self.partitioned:
-            with write_transaction(self.engine) as conn:
+            with self._write() as conn:
                 return ingest_batch(conn, batch, self.bucket_s)
         self._ensure_partitions(batch)
         try:
-            with write_transaction(self.engine) as conn:
+            with self._write() as conn:
                 return ingest_batch(conn, batch, self.bucket_s)
         except IntegrityError as e:
             # Another instance's retention dropped a day this one still counted on (a
@@ -66,7 +76,7 @@ class FleetStore:
                 raise
             self._days.clear()
             self._ensure_partitions(batch)
-            with write_transaction(self.engine) as conn:
+            with self._write() as conn:
                 return ingest_batch(conn, batch, self.bucket_s)
 
     def _ensure_partitions(self, batch: list[Envelope]) -> None:
@@ -77,7 +87,7 @@ class FleetStore:
         )
         missing = days - self._days
         if missing:
-            with write_transaction(self.engine) as conn:
+            with self._write() as conn:
                 partitions.ensure_days(conn, missing)
             self._days |= missing
 
@@ -94,7 +104,7 @@ class FleetStore:
             "manifest": manifest.model_dump(mode="json", exclude={"signature"}),
             "seen_at": seen_at,
         }
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             ins = upsert(conn, t.releases).values(values)
             ex = ins.excluded
             conn.execute(
@@ -121,7 +131,7 @@ class FleetStore:
             "publisher": record.publisher,
             "received_at": received_at,
         }
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             ins = upsert(conn, t.rollout_log).values(values)
             conn.execute(
                 ins.on_conflict_do_nothing(
@@ -143,7 +153,7 @@ class FleetStore:
         """Create or update a device's registration; True when it was not known before."""
         now = time.time() if now is None else now
         d = t.devices.c
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             known = conn.execute(select(d.device_id).where(d.device_id == device_id)).first()
             values: dict[str, Any] = {"site": site, "groups": sorted(set(groups))}
             if kind is not None:
@@ -161,7 +171,7 @@ class FleetStore:
     def acknowledge_alert(self, alert_id: int, who: str, now: float | None = None) -> bool:
         """Acknowledge once; False if there is no such alert or it was acknowledged already."""
         a = t.drift_alerts.c
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             result = conn.execute(
                 update(t.drift_alerts)
                 .where(a.id == alert_id, a.acknowledged_at.is_(None))
@@ -176,13 +186,13 @@ class FleetStore:
         """Several commands in one transaction (one multi-row insert)."""
         if not commands:
             return
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             conn.execute(t.commands.insert(), [_command_row(c) for c in commands])
 
     def record_sample(self, row: dict[str, Any]) -> tuple[int, bool]:
         """Store a sample's provenance; returns (id, created) — the same bytes twice is one row."""
         s = t.samples.c
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             try:
                 with conn.begin_nested():
                     new_id = conn.execute(
@@ -209,7 +219,7 @@ class FleetStore:
         episode. Returns the action id, or None when the action was already taken.
         """
         p = t.policy_actions.c
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             previous = conn.execute(
                 select(p.decided_at)
                 .where(p.episode_key == row["episode_key"], p.action == row["action"])
@@ -222,7 +232,7 @@ class FleetStore:
             return int(conn.execute(insert).scalar_one())
 
     def finish_policy_action(self, action_id: int, status: str, detail: str | None) -> None:
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             conn.execute(
                 update(t.policy_actions)
                 .where(t.policy_actions.c.id == action_id)
@@ -244,12 +254,12 @@ class FleetStore:
         if self.partitioned:
             # Whole days go by DROP, in a transaction of its own (it locks the table, so
             # briefly); the DELETE below then touches only the day that straddles the cut-off.
-            with write_transaction(self.engine) as conn:
+            with self._write() as conn:
                 dropped, dropped_rows = partitions.drop_before(conn, now - telemetry_s)
             self._days = {d for d in self._days if partitions.partition_name(d) not in dropped}
             if dropped:
                 log.info("retention dropped telemetry partitions %s", ", ".join(dropped))
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             for table, column, keep in (
                 (t.telemetry, t.telemetry.c.ts, telemetry_s),
                 (t.prediction_buckets, t.prediction_buckets.c.bucket_start, predictions_s),
