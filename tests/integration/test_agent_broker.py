@@ -11,7 +11,14 @@ import pytest
 
 from cloud_trainer.stack.mosquitto import MosquittoBroker
 from edge_agent.comms.mqtt import BrokerEndpoint, MqttLink
-from edge_agent.protocol import Command, TelemetryMessage, decode_message, encode, utc_now
+from edge_agent.protocol import (
+    Command,
+    PredictionMessage,
+    TelemetryMessage,
+    decode_message,
+    encode,
+    utc_now,
+)
 from tests.integration.agent_fixtures import build_agent, camera_config
 from tests.support.mqtt import Collector
 
@@ -21,6 +28,21 @@ ROOT_FILTER = "mlops/park/cam-01/#"
 
 def _by_topic(messages, suffix):
     return [json.loads(p) for t, p in messages if t.endswith(suffix)]
+
+
+def _prediction(i: int) -> PredictionMessage:
+    """A prediction for the agent to publish (it sets the device id and the seq)."""
+    return PredictionMessage(
+        device_id="x",
+        ts=utc_now(),
+        seq=0,
+        model_name="catdog",
+        model_version=1,
+        label="cat",
+        confidence=0.9,
+        latency_ms=1.0,
+        input_id=f"f{i}",
+    )
 
 
 def _wait(predicate, timeout=20.0):
@@ -177,33 +199,20 @@ def test_broker_outage_no_loss_no_duplicate_order_kept(tmp_path: Path, private_b
 def test_events_commit_at_once_predictions_in_a_batch_all_go_out_in_order(
     tmp_path: Path, mosquitto: MosquittoBroker
 ):
-    from edge_agent.protocol import CommandAck, PredictionMessage
+    from edge_agent.protocol import CommandAck
 
     config = camera_config(tmp_path, mosquitto.port, frames=2, outbox_commit_interval_s=0.05)
     # Its own device id: the retained status it leaves must not meet other tests' cam-01.
     agent = build_agent(config.model_copy(update={"device_id": "cam-02"}), with_source=False)
 
-    def prediction(i: int) -> PredictionMessage:
-        return PredictionMessage(
-            device_id="x",
-            ts=utc_now(),
-            seq=0,
-            model_name="catdog",
-            model_version=1,
-            label="cat",
-            confidence=0.9,
-            latency_ms=1.0,
-            input_id=f"f{i}",
-        )
-
-    queued = [agent.publish_event(prediction(i)) for i in range(3)]
+    queued = [agent.publish_event(_prediction(i)) for i in range(3)]
     predictions = [s for s in queued if s is not None]
     assert len(predictions) == 3
     assert agent.store.durable_seq < predictions[0]  # batched: not yet acknowledged
     ack = CommandAck(device_id="x", ts=utc_now(), seq=0, cmd_id="c1", result="done")
     event = agent.publish_event(ack)
     assert event is not None and agent.store.durable_seq == event  # with all before it
-    late = agent.publish_event(prediction(3))  # committed by the publisher's loop
+    late = agent.publish_event(_prediction(3))  # committed by the publisher's loop
     endpoint = BrokerEndpoint(mosquitto.host, mosquitto.port)
     with Collector(endpoint, "mlops/park/cam-02/#") as collector:
         agent.start(connect_timeout=10)
@@ -227,8 +236,6 @@ def test_resend_command_sends_again_what_the_broker_acknowledged_lately(
 ):
     """``resend``: for a clustered broker that acknowledged messages it then lost (a stream
     leader moved), the fleet asks; the device sends its resend window again, same seqs."""
-    from edge_agent.protocol import PredictionMessage
-
     config = camera_config(tmp_path, mosquitto.port, frames=2, outbox_commit_interval_s=0.05)
     agent = build_agent(config.model_copy(update={"device_id": "cam-04"}), with_source=False)
     endpoint = BrokerEndpoint(mosquitto.host, mosquitto.port)
@@ -252,22 +259,7 @@ def test_resend_command_sends_again_what_the_broker_acknowledged_lately(
     with Collector(endpoint, "mlops/park/cam-04/#") as collector:
         agent.start(connect_timeout=10)
         try:
-            queued = [
-                agent.publish_event(
-                    PredictionMessage(
-                        device_id="x",
-                        ts=utc_now(),
-                        seq=0,
-                        model_name="catdog",
-                        model_version=1,
-                        label="cat",
-                        confidence=0.9,
-                        latency_ms=1.0,
-                        input_id=f"f{i}",
-                    )
-                )
-                for i in range(4)
-            ]
+            queued = [agent.publish_event(_prediction(i)) for i in range(4)]
             sent = [seq for seq in queued if seq is not None]
             assert len(sent) == 4
             assert _wait(lambda: sorted(predictions(collector.messages)) == sorted(sent))
