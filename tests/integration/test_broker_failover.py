@@ -293,7 +293,8 @@ def test_stream_leader_killed_the_fleet_asks_and_stores_every_prediction(
         http_port=0,
         samples_dir=tmp_path / "samples",
     )
-    frames = 300
+    # Long enough (30 s) for the fleet's second and third requests to find the agent.
+    frames = 600
     with FleetService(settings) as fleet:
         assert fleet.jetstream is not None
         deadline = time.monotonic() + 30

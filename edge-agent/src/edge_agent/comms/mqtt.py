@@ -293,6 +293,7 @@ class MqttLink:
         self.subscribe_failures: list[str] = []
         self._handlers: dict[str, tuple[int, Handler | None, AckHandler | None]] = {}
         self._pending_subs: dict[int, str] = {}
+        self._sub_attempts: dict[str, int] = {}  # refused subscriptions: tries so far
         self._lock = threading.Lock()
         self._refused: str | None = None
         self._on_connect_hooks: list[Callable[[], None]] = []
@@ -484,12 +485,34 @@ class MqttLink:
     ) -> None:
         with self._lock:
             topic_filter = self._pending_subs.pop(mid, "?")
-        for reason in reason_codes:
-            if reason.is_failure:
-                failure = f"{topic_filter}: {reason}"
-                self.subscribe_failures.append(failure)
-                del self.subscribe_failures[:-100]
-                log.error("broker refused the subscription %s", failure)
+            generation = self._generation
+        if not any(reason.is_failure for reason in reason_codes):
+            with self._lock:
+                if self._sub_attempts.pop(topic_filter, 0):
+                    log.info("subscribed to %s after all", topic_filter)
+            return
+        failure = f"{topic_filter}: {', '.join(str(r) for r in reason_codes)}"
+        self.subscribe_failures.append(failure)
+        del self.subscribe_failures[:-100]
+        with self._lock:
+            attempt = self._sub_attempts.get(topic_filter, 0) + 1
+            self._sub_attempts[topic_filter] = attempt
+        # A refusal can be passing (a clustered broker electing the leader of what backs
+        # the subscription): ask again, 1 s then doubling up to a minute, while connected.
+        delay = min(60.0, 2.0 ** (attempt - 1))
+        log.error("broker refused the subscription %s; asking again in %.0fs", failure, delay)
+        timer = threading.Timer(delay, self._subscribe_again, args=(topic_filter, generation))
+        timer.daemon = True
+        timer.start()
+
+    def _subscribe_again(self, topic_filter: str, generation: int) -> None:
+        """A refused subscription, asked again on the same connection if it still stands
+        (a new connection subscribes to everything anyway)."""
+        with self._lock:
+            wanted = self._handlers.get(topic_filter)
+            same = generation == self._generation
+        if wanted is not None and same and self.connected.is_set():
+            self._send_subscribe(self._client, topic_filter, wanted[0])
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
