@@ -335,22 +335,11 @@ def node_loss(
     return figures, instance
 
 
-def durable_state(
-    cluster: NatsCluster, stream: str = "FLEET", durable: str = "fleet"
-) -> tuple[int, int]:
-    """(not yet delivered, delivered and not acknowledged) of the fleet's durable; (-1, -1)
-    while the cluster does not answer."""
-
-    async def state() -> tuple[int, int]:
-        nc = await nats.connect(servers=cluster.nats_urls, connect_timeout=5)
-        try:
-            info = await nc.jetstream(timeout=5).consumer_info(stream, durable)
-            return int(info.num_pending or 0), int(info.num_ack_pending or 0)
-        finally:
-            await nc.close()
-
+def durable_state(cluster: NatsCluster) -> tuple[int, int]:
+    """The fleet's durable as ``NatsCluster.durable_state`` says; (-1, -1) while the cluster
+    does not answer."""
     try:
-        return asyncio.run(state())
+        return cluster.durable_state("FLEET", "fleet")
     except Exception:  # noqa: BLE001 - no answer now: ask again
         return (-1, -1)
 

@@ -230,36 +230,6 @@ def publish_from_every_node(
     return publishers
 
 
-def durable_state(cluster: NatsCluster, stream: str, durable: str) -> tuple[int, int]:
-    """(messages not yet delivered, delivered but not acknowledged) of the durable."""
-
-    async def state() -> tuple[int, int]:
-        nc = await nats.connect(servers=cluster.nats_urls, connect_timeout=5)
-        try:
-            info = await nc.jetstream().consumer_info(stream, durable)
-            return int(info.num_pending or 0), int(info.num_ack_pending or 0)
-        finally:
-            await nc.close()
-
-    return asyncio.run(state())
-
-
-def stream_leader(cluster: NatsCluster, stream: str) -> int:
-    """Index of the node leading the stream's replicas."""
-
-    async def leader() -> str:
-        nc = await nats.connect(servers=cluster.nats_urls, connect_timeout=5)
-        try:
-            info = await nc.jetstream().stream_info(stream)
-            assert info.cluster is not None and info.cluster.leader is not None
-            return info.cluster.leader
-        finally:
-            await nc.close()
-
-    name = asyncio.run(leader())
-    return next(i for i, node in enumerate(cluster.nodes) if node.name == name)
-
-
 def stream_messages(cluster: NatsCluster, stream: str) -> int:
     async def count() -> int:
         nc = await nats.connect(servers=cluster.nats_urls, connect_timeout=5)
@@ -308,7 +278,7 @@ def wait_all_stored(
         raise AssertionError(
             f"{e}: the store holds {stored(store)}, the stream "
             f"{stream_messages(cluster, stream)}, the durable (undelivered, unacknowledged) "
-            f"{durable_state(cluster, stream, durable_of(root))}, instances still pulling "
+            f"{cluster.durable_state(stream, durable_of(root))}, instances still pulling "
             f"{[i.source.connected for i in instances]}; missing (publisher: indices) "
             f"{missing(store, messages)}"
         ) from None
@@ -508,7 +478,7 @@ def test_a_consumer_killed_mid_ingestion_loses_nothing_and_stores_nothing_twice(
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL, log.read_text()[-2000:]
         rows = stored(store)[0]
-        held = durable_state(cluster, stream, durable_of(root))[1]  # delivered, unacknowledged
+        held = cluster.durable_state(stream, durable_of(root))[1]  # delivered, unacknowledged
         assert 0 < rows < sent
         assert held > 0, "killed while holding nothing: no redelivery to test"
         assert stored(store)[0] == rows  # nobody consumes until the second instance starts
@@ -520,7 +490,7 @@ def test_a_consumer_killed_mid_ingestion_loses_nothing_and_stores_nothing_twice(
         recovered_s = time.monotonic() - started
         wait_for(
             "every message acknowledged",
-            lambda: durable_state(cluster, stream, durable_of(root)) == (0, 0),
+            lambda: cluster.durable_state(stream, durable_of(root)) == (0, 0),
             timeout=20,
         )
     finally:
@@ -551,8 +521,10 @@ def test_a_broker_node_killed_mid_publishing_loses_nothing(
     try:
         # Not the stream's leader: NATS acknowledges an MQTT QoS 1 publish (PUBACK) without
         # waiting for the streams that capture its subject, so what devices send while the
-        # stream elects a new leader is acknowledged and lost (not something a consumer fixes).
-        leader = stream_leader(cluster, stream)
+        # stream elects a new leader is acknowledged and dropped; the fleet service then asks
+        # the devices to resend (test_broker_failover's leader test, with the real agent).
+        leader = cluster.stream_leader(stream)
+        assert leader is not None, "the stream has no leader"
         victim = next(i for i in (1, 2, 0) if i != leader)
 
         def kill_node(i: int) -> None:

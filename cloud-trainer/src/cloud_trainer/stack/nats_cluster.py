@@ -8,6 +8,7 @@ per-node configuration (:func:`node_config`) on its own machines.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -16,6 +17,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import nats
 
 from cloud_trainer.stack import process
 from cloud_trainer.stack.mosquitto import MAX_PACKET_BYTES
@@ -207,6 +210,20 @@ class NatsCluster(process.Service):
                         names = [n.name for n in self.nodes]
                         return names.index(leader) if leader in names else None
         return None
+
+    def durable_state(self, stream: str, durable: str) -> tuple[int, int]:
+        """(messages not yet delivered, delivered but not acknowledged) of a durable
+        consumer, asked of the cluster; raises what the client raises when it cannot say."""
+
+        async def state() -> tuple[int, int]:
+            nc = await nats.connect(servers=self.nats_urls, connect_timeout=5)
+            try:
+                info = await nc.jetstream(timeout=5).consumer_info(stream, durable)
+                return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+            finally:
+                await nc.close()
+
+        return asyncio.run(state())
 
     def node_ready(self, node: NatsNode, strict: bool = True) -> bool:
         """Routes to every other running node, JetStream healthy, MQTT port accepting.
